@@ -1,0 +1,3 @@
+from noisefloor.cli import main
+
+raise SystemExit(main())

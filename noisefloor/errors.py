@@ -1,0 +1,13 @@
+"""The one exception type for mistakes a user can make.
+
+The CLI turns a UserError into a single line on stderr and exit code 2;
+every other exception is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user: config, CSV, file, arguments.
+
+    The message must name the file/row/key at fault and, where it helps,
+    what to do about it. It is printed as one line.
+    """
