@@ -5,10 +5,13 @@ may order metadata differently. The same digest comes out of tensors held in
 memory (the trainer) and tensors read from a safetensors file
 (`checkpoints.file_digest`), with or without torch.
 
-Format, per tensor in sorted name order, fed to SHA-256:
-    name (UTF-8) 0x00 dtype (safetensors spelling, e.g. "F32") 0x00
-    shape as compact JSON (e.g. "[768,768]") 0x00
-    byte length as 8-byte little-endian, then the raw little-endian bytes.
+Definition (SHA-256 throughout):
+- a tensor's digest hashes: name (UTF-8) 0x00 dtype (safetensors spelling,
+  e.g. "F32") 0x00 shape as compact JSON (e.g. "[768,768]") 0x00, the byte
+  length as 8-byte little-endian, then the raw little-endian bytes;
+- a state's digest hashes, in sorted name order, each name 0x00 tensor-digest 0x0a.
+The tensor bytes are read once and both levels come out, which is what
+`diverge` needs (which tensors differ first) at no extra cost.
 """
 
 from __future__ import annotations
@@ -25,31 +28,30 @@ def _header(name: str, dtype: str, shape: Sequence[int], nbytes: int) -> bytes:
     return b"\0".join([name.encode(), dtype.encode(), shape_text.encode(), nbytes.to_bytes(8, "little")])
 
 
-class TensorDigest:
-    """Feed tensors (in any order of calls, but each name once) and read the digest.
+def single_tensor_digest(name: str, dtype: str, shape: Sequence[int], chunks: Iterable[bytes | memoryview], nbytes: int) -> str:
+    """Digest of one named tensor, its bytes given as chunks totalling `nbytes`."""
+    h = hashlib.sha256(_header(name, dtype, shape, nbytes))
+    for chunk in chunks:
+        h.update(chunk)
+    return DIGEST_PREFIX + h.hexdigest()
 
-    Names must be added in sorted order; `add` checks this so a caller cannot
-    silently produce an order-dependent digest.
-    """
+
+class TensorDigest:
+    """Feed tensors in sorted name order; read the state digest and the per-tensor digests."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
+        self.tensor_digests: dict[str, str] = {}
         self._last: str | None = None
 
-    def add(self, name: str, dtype: str, shape: Sequence[int], chunks: Iterable[bytes | memoryview], nbytes: int) -> None:
+    def add(self, name: str, dtype: str, shape: Sequence[int], chunks: Iterable[bytes | memoryview], nbytes: int) -> str:
         if self._last is not None and name <= self._last:
             raise ValueError(f"tensor names must be added in sorted order: {name!r} after {self._last!r}")
         self._last = name
-        self._hash.update(_header(name, dtype, shape, nbytes))
-        for chunk in chunks:
-            self._hash.update(chunk)
+        digest = single_tensor_digest(name, dtype, shape, chunks, nbytes)
+        self.tensor_digests[name] = digest
+        self._hash.update(name.encode() + b"\0" + digest.encode() + b"\n")
+        return digest
 
     def hexdigest(self) -> str:
         return DIGEST_PREFIX + self._hash.hexdigest()
-
-
-def single_tensor_digest(name: str, dtype: str, shape: Sequence[int], data: bytes | memoryview) -> str:
-    """Digest of one tensor alone (what `diverge` compares tensor by tensor)."""
-    digest = TensorDigest()
-    digest.add(name, dtype, shape, [data], memoryview(data).nbytes)
-    return digest.hexdigest()
