@@ -1,0 +1,308 @@
+"""Corpora, the fixed train/val/test split, and the window stream the trainer reads.
+
+Sources (the `[train] data` key):
+- `builtin`: the Python Language Reference topics that ship inside every
+  CPython (`pydoc_data.topics`): real English text, no network, no download.
+- a text file, or a folder of `.txt`/`.md`/`.rst` files (sorted by path);
+- a `.safetensors` file holding a 1-D uint16 tensor named `tokens`;
+- llm.c token shards: a `.bin` file, a folder of them, or a glob
+  (256 int32 header, magic 20240520, version 1, then uint16 tokens).
+
+Documents are joined with `<|endoftext|>`. Whatever the source, the tokens are
+cached once as a `.npy` memmap keyed by (corpus hash, tokenizer), so a second
+run does not re-tokenise. The split is fixed: the first 90% of the token
+stream is train, the next 5% validation, the last 5% test. Windows are
+non-overlapping, `context_length` inputs with targets shifted by one token.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from noisefloor import atomic
+from noisefloor.errors import UserError
+from noisefloor.train.tokenizer import END_OF_TEXT, get_tokenizer, tokenizer_id
+
+SPLITS = {"train": (0.0, 0.90), "val": (0.90, 0.95), "test": (0.95, 1.0)}
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+LLMC_MAGIC = 20240520
+LLMC_HEADER_INTS = 256
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("NOISEFLOOR_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "noisefloor"
+
+
+# ---------------------------------------------------------------- sources
+
+
+def builtin_documents() -> list[str]:
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    return [topics[key] for key in sorted(topics)]
+
+
+def _text_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise UserError(f"data folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)})")
+    return files
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"data file {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read data file {path}: {exc.strerror}") from None
+
+
+def _llmc_shards(spec: str) -> list[Path] | None:
+    path = Path(spec)
+    if path.is_dir():
+        shards = sorted(path.glob("*.bin"))
+        return shards or None
+    if path.suffix == ".bin" and path.is_file():
+        return [path]
+    if any(ch in spec for ch in "*?["):
+        shards = sorted(Path(p) for p in globlib.glob(spec))
+        if not shards:
+            raise UserError(f"data glob {spec} matches no files")
+        if not all(p.suffix == ".bin" for p in shards):
+            raise UserError(f"data glob {spec} matches files that are not llm.c .bin shards")
+        return shards
+    return None
+
+
+def _read_llmc_shard(path: Path) -> np.ndarray:
+    size = path.stat().st_size
+    if size < LLMC_HEADER_INTS * 4:
+        raise UserError(f"llm.c shard {path}: {size} bytes, shorter than its 1024-byte header")
+    header = np.fromfile(path, dtype="<i4", count=LLMC_HEADER_INTS)
+    if header[0] != LLMC_MAGIC:
+        raise UserError(f"llm.c shard {path}: magic number {header[0]}, expected {LLMC_MAGIC}")
+    if header[1] != 1:
+        raise UserError(f"llm.c shard {path}: version {header[1]} (only version 1, uint16 tokens, is supported)")
+    count = int(header[2])
+    expected = LLMC_HEADER_INTS * 4 + 2 * count
+    if count < 0 or size != expected:
+        raise UserError(f"llm.c shard {path}: header says {count} tokens ({expected} bytes) but the file has {size} bytes")
+    return np.memmap(path, dtype="<u2", mode="r", offset=LLMC_HEADER_INTS * 4, shape=(count,))
+
+
+def _read_token_safetensors(path: Path) -> np.ndarray:
+    from noisefloor.checkpoints import open_safetensors
+
+    with open_safetensors(path) as st:
+        info = st.tensors.get("tokens")
+        if info is None:
+            raise UserError(f"data file {path}: no tensor named 'tokens' (found: {', '.join(sorted(st.tensors)) or 'none'})")
+        if info.dtype != "U16" or len(info.shape) != 1:
+            raise UserError(f"data file {path}: 'tokens' must be a 1-D uint16 tensor, got {info.dtype} {list(info.shape)}")
+        return np.frombuffer(st.tensor_bytes("tokens"), dtype="<u2").copy()
+
+
+# ---------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A tokenised corpus: the whole token stream plus where it came from."""
+
+    source: str
+    corpus_hash: str
+    tokenizer: str
+    tokens: np.ndarray  # 1-D uint16, usually a read-only memmap
+
+    def split(self, name: str) -> np.ndarray:
+        lo, hi = SPLITS[name]
+        n = len(self.tokens)
+        return self.tokens[int(n * lo) : int(n * hi)]
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source,
+            "corpus_hash": self.corpus_hash,
+            "tokenizer": self.tokenizer,
+            "tokens": int(len(self.tokens)),
+            "split": {name: int(len(self.split(name))) for name in SPLITS},
+        }
+
+
+def _hash_texts(texts: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for name, text in texts:
+        h.update(name.encode() + b"\0")
+        h.update(hashlib.sha256(text.encode("utf-8")).digest())
+    return "sha256:" + h.hexdigest()
+
+
+def _tokenize(texts: list[str], vocab_size: int) -> np.ndarray:
+    tokenizer = get_tokenizer(vocab_size)
+    eot = tokenizer.encode_single_token(END_OF_TEXT)
+    ids: list[int] = []
+    for batch in tokenizer.encode_ordinary_batch(texts, num_threads=1):
+        ids.extend(batch)
+        ids.append(eot)
+    return np.asarray(ids, dtype=np.uint16)
+
+
+def _cached(key: str, build) -> np.ndarray:
+    path = cache_dir() / f"tokens-{key}.npy"
+    if not path.exists():
+        tokens = build()
+        with atomic.atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, tokens)
+    return np.load(path, mmap_mode="r")
+
+
+def load_corpus(data: str, vocab_size: int) -> Corpus:
+    """Read (or reuse from cache) the corpus named by `[train] data`."""
+    tok_id = tokenizer_id(vocab_size)
+    if data == "builtin":
+        documents = builtin_documents()
+        corpus_hash = _hash_texts([(str(i), d) for i, d in enumerate(documents)])
+        key = f"{corpus_hash[7:23]}-{tok_id}"
+        return Corpus("builtin", corpus_hash, tok_id, _cached(key, lambda: _tokenize(documents, vocab_size)))
+
+    shards = _llmc_shards(data)
+    if shards is not None:
+        arrays = [_read_llmc_shard(p) for p in shards]
+        return _pretokenized(data, arrays, vocab_size)
+
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"data not found: {data} (use 'builtin', a text file or folder, a .safetensors or llm.c .bin shards)")
+    if path.suffix == ".safetensors":
+        return _pretokenized(data, [_read_token_safetensors(path)], vocab_size)
+
+    files = _text_files(path)
+    texts = [(str(f.relative_to(path)) if path.is_dir() else f.name, _read_text(f)) for f in files]
+    corpus_hash = _hash_texts(texts)
+    key = f"{corpus_hash[7:23]}-{tok_id}"
+    return Corpus(data, corpus_hash, tok_id, _cached(key, lambda: _tokenize([t for _, t in texts], vocab_size)))
+
+
+def _pretokenized(source: str, arrays: list[np.ndarray], vocab_size: int) -> Corpus:
+    h = hashlib.sha256()
+    top = -1
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).view(np.uint8))
+        if len(array):
+            top = max(top, int(array.max()))
+    if top >= vocab_size:
+        raise UserError(f"data {source}: holds token id {top}, but [model] vocab_size is {vocab_size}")
+    tokens = arrays[0] if len(arrays) == 1 else ConcatenatedTokens(arrays)
+    return Corpus(source, "sha256:" + h.hexdigest(), f"pretokenized(max id {top})", tokens)
+
+
+class ConcatenatedTokens:
+    """Several memmapped shards read as one token stream without copying them into RAM.
+
+    Slicing is lazy (a view over the shards); `np.asarray` reads the tokens.
+    """
+
+    def __init__(self, arrays: list[np.ndarray], start: int = 0, stop: int | None = None):
+        self._arrays = arrays
+        self._offsets = np.cumsum([0] + [len(a) for a in arrays])
+        self._start = start
+        self._stop = int(self._offsets[-1]) if stop is None else stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, key: slice) -> "ConcatenatedTokens":
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("ConcatenatedTokens supports contiguous slices only")
+        lo, hi, _ = key.indices(len(self))
+        return ConcatenatedTokens(self._arrays, self._start + lo, self._start + max(lo, hi))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        lo, hi = self._start, self._stop
+        parts = [np.empty(0, dtype=np.uint16)]
+        shard = int(np.searchsorted(self._offsets, lo, side="right")) - 1
+        while lo < hi:
+            base = int(self._offsets[shard])
+            take = min(hi, int(self._offsets[shard + 1]))
+            parts.append(np.asarray(self._arrays[shard][lo - base : take - base]))
+            lo, shard = take, shard + 1
+        out = np.concatenate(parts)
+        return out if dtype is None else out.astype(dtype)
+
+
+# ---------------------------------------------------------------- windows
+
+
+class Windows:
+    """Non-overlapping windows of one split: inputs tokens[i:i+L], targets tokens[i+1:i+L+1]."""
+
+    def __init__(self, tokens: np.ndarray, context_length: int, split: str, source: str, limit: int = 0):
+        self.tokens = tokens
+        self.context_length = context_length
+        count = max(0, (len(tokens) - 1) // context_length)
+        if count == 0:
+            raise UserError(
+                f"data {source}: the {split} split has {len(tokens)} tokens, fewer than context_length + 1 = "
+                f"{context_length + 1}; use a shorter [model] context_length or more data"
+            )
+        self.count = min(count, limit) if limit else count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        L = self.context_length
+        starts = np.asarray(indices, dtype=np.int64) * L
+        rows = np.stack([np.asarray(self.tokens[s : s + L + 1]) for s in starts]).astype(np.int64)
+        return rows[:, :-1], rows[:, 1:]
+
+
+class ShuffledStream:
+    """An endless stream of training windows: epoch e is a permutation drawn from
+    its own generator seeded by (data_seed, e).
+
+    The position in the stream is a single integer (samples consumed), so a
+    resumed run reads exactly the windows the uninterrupted one would have.
+    """
+
+    def __init__(self, windows: Windows, data_seed: int):
+        self.windows = windows
+        self.data_seed = data_seed
+        self._epoch = -1
+        self._order: np.ndarray | None = None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            import torch
+
+            from noisefloor.train.determinism import derive_seed
+
+            generator = torch.Generator().manual_seed(derive_seed(self.data_seed, "epoch", epoch))
+            self._order = torch.randperm(len(self.windows), generator=generator).numpy()
+            self._epoch = epoch
+        return self._order
+
+    def take(self, position: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.windows)
+        indices = np.empty(count, dtype=np.int64)
+        for k in range(count):
+            epoch, offset = divmod(position + k, n)
+            indices[k] = self._permutation(epoch)[offset]
+        return self.windows.batch(indices)
+
+

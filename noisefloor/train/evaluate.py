@@ -1,0 +1,90 @@
+"""Loss on a fixed split: every window (or the first `eval_windows`), token-weighted."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noisefloor.train.data import Windows
+
+AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@torch.no_grad()
+def split_loss(model: torch.nn.Module, windows: Windows, batch_size: int, device: torch.device, precision: str) -> float:
+    """Mean cross-entropy in nats per token over the split's windows, summed in float64."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    tokens = 0
+    try:
+        for start in range(0, len(windows), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(windows)))
+            inputs, targets = windows.batch(indices)
+            x = torch.from_numpy(inputs).to(device)
+            y = torch.from_numpy(targets).to(device)
+            with autocast(device, precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+            total += float(loss.double())
+            tokens += y.numel()
+    finally:
+        model.train(was_training)
+    return total / tokens
+
+
+def resolve_weights(target: str, config_path: str | None) -> tuple["RunConfig", "Path"]:
+    """A run directory (its config and final weights) or a .safetensors file (with --config,
+    or the config.json of the run directory it sits in)."""
+    from pathlib import Path
+
+    from noisefloor import config as config_module
+    from noisefloor.errors import UserError
+
+    path = Path(target)
+    if path.is_dir():
+        weights = path / "model.safetensors"
+        if not weights.exists():
+            raise UserError(f"{path}: no model.safetensors (the run has not finished; resume it with noisefloor train --resume)")
+        config_file = Path(config_path) if config_path else path / "config.json"
+    elif path.is_file():
+        weights = path
+        config_file = Path(config_path) if config_path else path.parent / "config.json"
+        if not config_file.exists():
+            raise UserError(f"{path}: no config.json beside it; pass --config with the model's config")
+    else:
+        raise UserError(f"not found: {path} (expected a run directory or a .safetensors file)")
+    return config_module.load(config_file), weights
+
+
+def load_model(config: "RunConfig", weights: "Path", device: torch.device) -> torch.nn.Module:
+    from noisefloor.train.model import build_model, load_state
+    from noisefloor.train.state import load_tensors
+
+    model = build_model(config.model, config.train.init_seed)
+    load_state(model, load_tensors(weights), str(weights))
+    return model.to(device).eval()
+
+
+def evaluate(target: str, config_path: str | None = None, split: str = "test") -> dict:
+    """The loss of saved weights on the fixed split, exactly as the trainer computes it."""
+    from noisefloor.train import determinism
+    from noisefloor.train.trainer import prepare_data, resolve_device
+
+    config, weights = resolve_weights(target, config_path)
+    determinism.enable_deterministic_mode(config.train.threads)
+    device = resolve_device(config.train.device)
+    data = prepare_data(config)
+    model = load_model(config, weights, device)
+    windows = data.test if split == "test" else data.val
+    loss = split_loss(model, windows, config.train.microbatch_size, device, config.train.precision)
+    return {"weights": str(weights), "split": split, "loss": loss, "windows": len(windows),
+            "tokens": len(windows) * config.model.context_length}

@@ -1,0 +1,134 @@
+"""Saving and restoring weights and full training state, without pickle.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
+- `model.safetensors`: the weights under the book's names;
+- `state.safetensors`: optimizer moments (`optim.<param>.<key>`), RNG states
+  (`rng.*`) and, in its one metadata key, JSON with the step, the scalar RNG
+  state, the optimizer hyper-parameters and the GradScaler state.
+It is written to a temporary folder and renamed into place, so a folder named
+`step-*` is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from noisefloor import atomic
+from noisefloor.digest import TensorDigest
+from noisefloor.errors import UserError
+
+METADATA_KEY = "noisefloor"
+CHECKPOINT_PREFIX = "step-"
+
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+    """Atomic safetensors write; metadata (if any) is one key of JSON."""
+    contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    meta = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata is not None else None
+    with atomic.atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=meta)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Validate the header (torch-free) before letting safetensors read the file."""
+    from noisefloor.checkpoints import open_safetensors
+
+    with open_safetensors(path):
+        pass
+    return load_file(str(path))
+
+
+def state_digest(tensors: dict[str, torch.Tensor]) -> TensorDigest:
+    """The project digest (see noisefloor.digest) of in-memory tensors."""
+    digest = TensorDigest()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        raw = tensor.view(torch.uint8) if tensor.dtype != torch.bool else tensor.to(torch.uint8)
+        data = raw.numpy().reshape(-1).data if tensor.numel() else b""
+        digest.add(name, SAFETENSORS_DTYPES[tensor.dtype], tuple(tensor.shape), [data], tensor.numel() * tensor.element_size())
+    return digest
+
+
+# ---------------------------------------------------------------- full training state
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Optimizer state keyed by parameter name, plus its param groups as JSON."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, per_param in state["state"].items():
+        for key, value in per_param.items():
+            tensors[f"optim.{names[index]}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    groups = [{k: v for k, v in group.items()} for group in state["param_groups"]]
+    return tensors, groups
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    index_of = {name: i for i, name in enumerate(names)}
+    for key, value in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        param_name, _, field = key[len("optim."):].rpartition(".")
+        per_param.setdefault(index_of[param_name], {})[field] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+
+
+def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Tensor],
+                     state_tensors: dict[str, torch.Tensor], state_json: dict[str, Any], keep: int) -> Path:
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{CHECKPOINT_PREFIX}{step:07d}"
+    tmp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_tensors(tmp / "model.safetensors", model_tensors)
+    save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    from noisefloor.checkpoints import open_safetensors
+
+    state_path = folder / "state.safetensors"
+    with open_safetensors(state_path) as st:
+        raw = (st.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise UserError(f"{state_path}: no '{METADATA_KEY}' metadata; not a noisefloor checkpoint")
+    return load_tensors(folder / "model.safetensors"), load_tensors(state_path), json.loads(raw)
+
+
+def clean_partial_checkpoints(run_dir: Path) -> None:
+    folder = run_dir / "checkpoints"
+    if folder.is_dir():
+        for tmp in folder.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,394 @@
+"""The deterministic trainer and its run directory.
+
+Run directory:
+    config.json        the fully resolved config (seeds included)
+    manifest.json      run id, seeds, data seed, corpus, environment fingerprint
+    init.safetensors   the step-0 weights
+    model.safetensors  the final weights (only when the run finished)
+    metrics.jsonl      one line per step; validation lines {"step", "val_loss"}
+    digests.jsonl      parameter digests every `digest_interval` steps (for `diverge`)
+    result.json        written last: status, losses, digests, speed, memory
+    checkpoints/       resumable full state (see state.py)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from noisefloor import __version__, atomic
+from noisefloor.config import RunConfig, from_dict
+from noisefloor.errors import UserError
+from noisefloor.train import determinism, state
+from noisefloor.train.data import Corpus, ShuffledStream, Windows, load_corpus
+from noisefloor.train.evaluate import autocast, split_loss
+from noisefloor.train.model import GPTModel, build_model, count_parameters, export_state, load_state
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------- run directory
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    config = property(lambda self: self.path / "config.json")
+    manifest = property(lambda self: self.path / "manifest.json")
+    init_weights = property(lambda self: self.path / "init.safetensors")
+    final_weights = property(lambda self: self.path / "model.safetensors")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    digests = property(lambda self: self.path / "digests.jsonl")
+    result = property(lambda self: self.path / "result.json")
+    lock = property(lambda self: self.path / ".lock")
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} not found: {self.path} is not a noisefloor run directory") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is corrupt ({exc}); delete the run directory and train again") from None
+
+    def read_config(self) -> RunConfig:
+        return from_dict(self.read_json(self.config), source=str(self.config))
+
+    def read_result(self) -> dict[str, Any] | None:
+        return self.read_json(self.result) if self.result.exists() else None
+
+
+@contextmanager
+def exclusive(run_dir: RunDir) -> Iterator[None]:
+    """Hold the run directory's lock so two processes never train it at once."""
+    handle = open(run_dir.lock, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir.path} is being trained by another process") from None
+        yield
+    finally:
+        handle.close()
+
+
+def is_locked(path: Path) -> bool:
+    """True while some process trains this run directory."""
+    lock = Path(path) / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def _rewrite_lines_up_to(path: Path, last_step: int) -> None:
+    """Keep the JSON lines of steps <= last_step (drops a torn last line too)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", math.inf) <= last_step:
+            kept.append(line)
+    atomic.write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def learning_rate(config: RunConfig, step: int) -> float:
+    """Constant, or linear warmup from initial_learning_rate then cosine to min_learning_rate."""
+    t = config.train
+    if not t.schedule_learning_rate:
+        return t.learning_rate
+    warmup = int(t.warmup_period_percent / 100.0 * t.steps)
+    if step < warmup:
+        return t.initial_learning_rate + step * (t.learning_rate - t.initial_learning_rate) / warmup
+    progress = (step - warmup) / max(1, t.steps - warmup)
+    return t.min_learning_rate + 0.5 * (t.learning_rate - t.min_learning_rate) * (1.0 + math.cos(math.pi * progress))
+
+
+def _peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_allocated"}
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "process_max_rss"}
+
+
+@dataclass
+class Data:
+    corpus: Corpus
+    train: Windows
+    val: Windows
+    test: Windows
+
+
+def prepare_data(config: RunConfig) -> Data:
+    corpus = load_corpus(config.train.data, config.model.vocab_size)
+    L, limit, source = config.model.context_length, config.train.eval_windows, config.train.data
+    return Data(
+        corpus,
+        Windows(corpus.split("train"), L, "train", source),
+        Windows(corpus.split("val"), L, "val", source, limit),
+        Windows(corpus.split("test"), L, "test", source, limit),
+    )
+
+
+def initial_model(config: RunConfig) -> GPTModel:
+    """Seed with init_seed and build: exactly what a run starts from."""
+    determinism.seed_everything(config.train.init_seed)
+    return build_model(config.model, config.train.init_seed)
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: Path, progress: ProgressCallback | None = None):
+        self.config = config
+        self.run = RunDir(Path(run_dir))
+        self.progress = progress or (lambda event: None)
+
+    # The step loop reads these; they are set up by _setup.
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    stream: ShuffledStream
+    data: Data
+    device: torch.device
+    param_names: list[str]
+
+    def _setup(self, resume: bool) -> dict[str, Any]:
+        config, t = self.config, self.config.train
+        determinism.enable_deterministic_mode(t.threads)
+        self.device = resolve_device(t.device)
+        self.data = prepare_data(config)
+
+        model = initial_model(config)
+        init_state = export_state(model)
+        init_digest = state.state_digest(init_state).hexdigest()
+        if not self.run.init_weights.exists():
+            state.save_tensors(self.run.init_weights, init_state)
+        if t.train_seed is not None:
+            determinism.seed_everything(t.train_seed)
+
+        model.to(self.device)
+        self.param_names = [name for name, _ in model.named_parameters()]
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "amp-fp16")
+        self.model = torch.compile(model) if t.compile else model
+        self.raw_model = model
+        self.stream = ShuffledStream(self.data.train, determinism.data_seed(t.init_seed, t.train_seed))
+
+        manifest = {
+            "run_id": config.digest()[:16],
+            "noisefloor": __version__,
+            "init_seed": t.init_seed,
+            "train_seed": t.train_seed,
+            "data_seed": self.stream.data_seed,
+            "corpus": self.data.corpus.describe(),
+            "windows": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
+            "parameters": count_parameters(model),
+            "tokens_per_step": config.tokens_per_step,
+            "compile": t.compile,
+            "device": str(self.device),
+            "environment": determinism.fingerprint(self.device),
+        }
+        if resume and self.run.manifest.exists():
+            previous = self.run.read_json(self.run.manifest)
+            if previous.get("device", "").split(":")[0] != self.device.type:
+                raise UserError(
+                    f"{self.run.path} was trained on {previous.get('device')}, cannot resume on {self.device}: "
+                    "results would not be bit-identical"
+                )
+        atomic.write_json(self.run.manifest, manifest)
+        return {"init_digest": init_digest}
+
+    def _restore(self) -> dict[str, Any]:
+        """Load the newest checkpoint; returns its JSON state (step 0 state when none)."""
+        state.clean_partial_checkpoints(self.run.path)
+        folders = state.checkpoint_dirs(self.run.path)
+        if not folders:
+            for path in (self.run.metrics, self.run.digests):
+                path.unlink(missing_ok=True)
+            return {"step": 0, "train_seconds": 0.0}
+        model_tensors, state_tensors, saved = state.read_checkpoint(folders[-1])
+        if saved.get("config_digest") != self.config.digest():
+            raise UserError(f"{folders[-1]}: checkpoint belongs to another config; it cannot be resumed here")
+        load_state(self.raw_model, model_tensors, str(folders[-1]))
+        state.restore_optimizer(self.optimizer, self.param_names, {k: v.to(self.device) if k.endswith(("exp_avg", "exp_avg_sq")) else v for k, v in state_tensors.items()}, saved["param_groups"])
+        if saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        determinism.restore_rng(saved["rng"], state_tensors)
+        _rewrite_lines_up_to(self.run.metrics, saved["step"])
+        _rewrite_lines_up_to(self.run.digests, saved["step"])
+        return saved
+
+    def _checkpoint(self, step: int, train_seconds: float) -> None:
+        rng_values, rng_tensors = determinism.capture_rng()
+        optim_tensors, groups = state.optimizer_tensors(self.optimizer, self.param_names)
+        saved = {
+            "step": step,
+            "train_seconds": train_seconds,
+            "config_digest": self.config.digest(),
+            "param_groups": groups,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rng_values,
+        }
+        state.write_checkpoint(self.run.path, step, export_state(self.raw_model), {**optim_tensors, **rng_tensors},
+                               saved, self.config.train.keep_checkpoints)
+
+    def _record_digest(self, handle, step: int) -> None:
+        digest = state.state_digest(export_state(self.raw_model))
+        handle.write(json.dumps({"step": step, "digest": digest.hexdigest(), "tensors": digest.tensor_digests}) + "\n")
+        handle.flush()
+
+    def _train_step(self, step: int) -> tuple[float, float]:
+        """One optimizer step; returns (mean loss, pre-clip gradient norm)."""
+        t = self.config.train
+        lr = learning_rate(self.config, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        micro = t.microbatch_size
+        position = step * t.gradient_accumulation_steps * micro
+        loss_sum = torch.zeros((), device=self.device)
+        for k in range(t.gradient_accumulation_steps):
+            inputs, targets = self.stream.take(position + k * micro, micro)
+            x = torch.from_numpy(inputs).to(self.device, non_blocking=True)
+            y = torch.from_numpy(targets).to(self.device, non_blocking=True)
+            with autocast(self.device, t.precision):
+                logits = self.model(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / t.gradient_accumulation_steps
+            self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.raw_model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        if t.clipping_max_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.raw_model.parameters(), t.clipping_max_norm, grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss_sum), float(grad_norm)
+
+    def run_training(self, resume: bool) -> dict[str, Any]:
+        config, t = self.config, self.config.train
+        setup = self._setup(resume)
+        saved = self._restore() if resume else {"step": 0, "train_seconds": 0.0}
+        start, train_seconds = saved["step"], saved["train_seconds"]
+        self.progress({"event": "start", "step": start, "steps": t.steps, "run": str(self.run.path)})
+
+        self.model.train()
+        val_loss = None
+        with open(self.run.metrics, "a") as metrics, open(self.run.digests, "a") as digests:
+            if start == 0 and t.digest_interval:
+                self._record_digest(digests, 0)
+            for step in range(start, t.steps):
+                began = time.perf_counter()
+                loss, grad_norm = self._train_step(step)
+                elapsed = time.perf_counter() - began
+                train_seconds += elapsed
+                done = step + 1
+                if not math.isfinite(loss) or (not math.isfinite(grad_norm) and not self.scaler.is_enabled()):
+                    what = "loss" if not math.isfinite(loss) else "gradient norm"
+                    return self._finish_diverged(done, f"non-finite {what} at step {done}", setup, train_seconds)
+                record = {"step": done, "loss": loss, "lr": learning_rate(config, step), "grad_norm": grad_norm,
+                          "tokens_per_s": config.tokens_per_step / elapsed}
+                metrics.write(json.dumps(record) + "\n")
+                if t.eval_interval and done % t.eval_interval == 0 and done != t.steps:
+                    val_loss = split_loss(self.model, self.data.val, t.microbatch_size, self.device, t.precision)
+                    metrics.write(json.dumps({"step": done, "val_loss": val_loss}) + "\n")
+                    record["val_loss"] = val_loss
+                metrics.flush()
+                if t.digest_interval and done % t.digest_interval == 0:
+                    self._record_digest(digests, done)
+                if t.checkpoint_interval and done % t.checkpoint_interval == 0 and done != t.steps:
+                    self._checkpoint(done, train_seconds)
+                self.progress({"event": "step", "steps": t.steps, **record})
+
+            val_loss = split_loss(self.model, self.data.val, t.microbatch_size, self.device, t.precision)
+            metrics.write(json.dumps({"step": t.steps, "val_loss": val_loss}) + "\n")
+            if t.digest_interval and t.steps % t.digest_interval:
+                self._record_digest(digests, t.steps)
+        test_loss = split_loss(self.model, self.data.test, t.microbatch_size, self.device, t.precision)
+
+        final_state = export_state(self.raw_model)
+        state.save_tensors(self.run.final_weights, final_state)
+        tokens_seen = t.steps * config.tokens_per_step
+        result = {
+            "status": "done",
+            "step": t.steps,
+            "steps": t.steps,
+            "test_loss": test_loss,
+            "val_loss": val_loss,
+            "tokens_seen": tokens_seen,
+            "seconds": train_seconds,
+            "tokens_per_s": tokens_seen / train_seconds if train_seconds else None,
+            "init_digest": setup["init_digest"],
+            "final_digest": state.state_digest(final_state).hexdigest(),
+            "error": None,
+            **_peak_memory(self.device),
+        }
+        atomic.write_json(self.run.result, result)
+        self.progress({"event": "done", **result})
+        return result
+
+    def _finish_diverged(self, step: int, message: str, setup: dict[str, Any], train_seconds: float) -> dict[str, Any]:
+        result = {
+            "status": "diverged", "step": step, "steps": self.config.train.steps, "test_loss": None, "val_loss": None,
+            "tokens_seen": step * self.config.tokens_per_step, "seconds": train_seconds, "tokens_per_s": None,
+            "init_digest": setup["init_digest"], "final_digest": None, "error": message, **_peak_memory(self.device),
+        }
+        atomic.write_json(self.run.result, result)
+        self.progress({"event": "diverged", **result})
+        return result
+
+
+def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Train a new run into `run_dir` (which must not hold a run yet)."""
+    run = RunDir(Path(run_dir))
+    if run.config.exists():
+        raise UserError(f"{run.path} already holds a run; resume it with --resume or choose another --out")
+    prepare_data(config)  # a bad data source or context length fails before anything is written
+    run.path.mkdir(parents=True, exist_ok=True)
+    with exclusive(run):
+        atomic.write_json(run.config, config.to_dict())
+        return Trainer(config, run.path, progress).run_training(resume=False)
+
+
+def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Continue a run from its newest checkpoint; a finished run is returned as is."""
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise UserError(f"run directory not found: {run.path}")
+    config = run.read_config()
+    with exclusive(run):
+        finished = run.read_result()
+        if finished is not None:
+            return finished
+        return Trainer(config, run.path, progress).run_training(resume=True)

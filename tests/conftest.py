@@ -1,0 +1,42 @@
+"""Shared test setup: offline BPE file, a private token cache, small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_TIKTOKEN = REPO.parent / "shared" / "tiktoken-cache"
+
+if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _token_cache(tmp_path_factory):
+    """Tokenised corpora go to a per-session folder, never the user's ~/.cache."""
+    previous = os.environ.get("NOISEFLOOR_CACHE_DIR")
+    os.environ["NOISEFLOOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("token-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("NOISEFLOOR_CACHE_DIR", None)
+    else:
+        os.environ["NOISEFLOOR_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def micro_config():
+    from noisefloor import config
+
+    return config.load(REPO / "training" / "micro.toml")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the real CLI entry point in-process: (exit code, stdout, stderr)."""
+    from noisefloor.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
