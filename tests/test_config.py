@@ -1,0 +1,98 @@
+"""Config files and --set: strict, typed, and every mistake is one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO, run_cli
+from noisefloor import config as config_module
+
+
+def test_presets_load_and_json_is_accepted(tmp_path):
+    for preset in ("micro", "tiny-cpu", "gpt2-small-163m"):
+        cfg = config_module.load(REPO / "training" / f"{preset}.toml")
+        as_json = tmp_path / f"{preset}.json"
+        as_json.write_text(json.dumps(cfg.to_dict()))
+        assert config_module.load(as_json) == cfg
+
+
+def test_set_overrides_are_typed_and_none_means_absent():
+    cfg = config_module.load(REPO / "training" / "micro.toml",
+                             ["train.clipping_max_norm=3.5", "model.qkv_bias=true", "train.data=some/file.txt",
+                              "train.train_seed=23", "train.train_seed=none"])
+    assert cfg.train.clipping_max_norm == 3.5 and cfg.model.qkv_bias is True
+    assert cfg.train.data == "some/file.txt" and cfg.train.train_seed is None
+
+
+def test_config_digest_is_stable_and_seed_sensitive():
+    a = config_module.load(REPO / "training" / "micro.toml")
+    assert a.digest() == config_module.load(REPO / "training" / "micro.toml").digest()
+    assert a.digest() != a.replace(train={"train_seed": 1}).digest()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("model.emb_dimm=64", "unknown key [model] emb_dimm (did you mean emb_dim?)"),
+    ("train.learning_rate=-0.1", "[train] learning_rate must be > 0, got -0.1"),
+    ("train.steps=2.5", "[train] steps must be an integer, got 2.5"),
+    ("model.qkv_bias=1", "[model] qkv_bias must be true or false, got 1"),
+    ("model.init=xavier", "[model] init must be one of pytorch-default, gpt2"),
+    ("model.n_heads=3", "emb_dim (32) must be divisible by n_heads (3)"),
+    ("model.vocab_size=60000", "[model] vocab_size must be between 257 and 50257"),
+    ("optim.lr=1", "unknown section [optim]"),
+    ("train.steps", "expected section.key=value"),
+    ("train.learning_rate=nan", "learning_rate must be a finite number"),
+])
+def test_bad_settings_exit_2_with_one_line(capsys, tmp_path, setting, message):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml", "--set", setting, "--out", out_dir)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[model]\nemb_dim = 'wide'\n", "[model] emb_dim must be an integer, got 'wide'"),
+    ("[model\n", "not valid TOML"),
+    ("[training]\nsteps = 3\n", "unknown section [training]"),
+    ("model = 3\n", "[model] must be a table"),
+])
+def test_bad_config_files_exit_2_naming_the_file(capsys, tmp_path, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    code, _, err = run_cli(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert code == 2 and message in err and str(path) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_config_and_missing_data(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--config", tmp_path / "nope.toml")
+    assert code == 2 and "config file not found" in err
+    code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml",
+                           "--set", f"train.data={tmp_path / 'corpus.txt'}", "--out", tmp_path / "run")
+    assert code == 2 and "data not found" in err and not (tmp_path / "run").exists()
+
+
+def test_context_longer_than_the_data(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml",
+                           "--set", "model.context_length=50000", "--out", tmp_path / "run")
+    assert code == 2 and "fewer than context_length + 1 = 50001" in err and not (tmp_path / "run").exists()
+
+
+def test_eval_and_smoke_of_missing_things(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "eval", tmp_path / "nowhere")
+    assert code == 2 and "not found" in err
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    code, _, err = run_cli(capsys, "eval", tmp_path / "w.safetensors")
+    assert code == 2 and "--config" in err
+    code, _, err = run_cli(capsys, "smoke", tmp_path / "nowhere")
+    assert code == 2
+
+
+def test_resume_of_something_that_is_not_a_run(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path)
+    assert code == 2 and "not a noisefloor run directory" in err
+    (tmp_path / "config.json").write_text("{not json")
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path)
+    assert code == 2 and "corrupt" in err
