@@ -44,3 +44,15 @@ class SafetensorsFile:
 
 def open_safetensors(path) -> SafetensorsFile:
     return SafetensorsFile(path)
+
+
+def file_digest(path) -> str:
+    from noisefloor.digest import TensorDigest
+
+    digest = TensorDigest()
+    with open_safetensors(path) as st:
+        for name in sorted(st.tensors):
+            info = st.tensors[name]
+            data = st.tensor_bytes(name)
+            digest.add(name, info.dtype, info.shape, [data], len(data))
+    return digest.hexdigest()

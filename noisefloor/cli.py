@@ -194,3 +194,132 @@ def _smoke(args: argparse.Namespace) -> int:
         raise UserError("--tokens must be at least 1")
     print(continue_text(args.target, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.config))
     return 0
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def _executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the base config (repeatable)")
+    p.add_argument("--interventions", type=lambda s: [n.strip() for n in s.split(",") if n.strip()], default=[],
+                   help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
+    p.add_argument("--jobs", type=int, help="runs in parallel (default: cores / threads per run, or one per GPU)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
+    p.add_argument("--partition", help="slurm partition")
+    p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (default 0)")
+    p.add_argument("--time", type=int, default=60, metavar="MINUTES", help="slurm: time limit per run (default 60)")
+    p.add_argument("--retry-failed", action="store_true", help="train failed runs again (from their last checkpoint)")
+    p.add_argument("--quiet", action="store_true", help="no live view")
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", help="a sweep spec file (seedsweeps/*.toml); or use --config and seed flags")
+    p.add_argument("--config", help="base run config (flag mode)")
+    p.add_argument("--init-seeds", type=_seed_list, help="weight-init seeds, e.g. 42,22,67")
+    p.add_argument("--train-seeds", type=_seed_list, help="training re-seeds crossed with every init seed (default: no re-seed)")
+    p.add_argument("--out", help="sweep folder (default with a spec: sweeps/<spec name>)")
+    _executor_arguments(p)
+
+
+def _reseed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="base run config")
+    p.add_argument("--init-seed", "--init-seeds", dest="init_seeds", type=_seed_list, required=True,
+                   help="the pinned init seed (or several, for a crossed grid)")
+    p.add_argument("--train-seeds", type=_seed_list, required=True, help="training re-seeds, e.g. 23,67")
+    p.add_argument("--out", required=True, help="sweep folder (may be the folder of an earlier sweep)")
+    _executor_arguments(p)
+
+
+def _run_plan(plan, out: str, args: argparse.Namespace) -> int:
+    from noisefloor.report.live import SweepView
+    from noisefloor.sweep.runner import SweepOptions, run_sweep
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    options = SweepOptions(executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed,
+                           partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time)
+    if args.quiet:
+        summary = run_sweep(plan, out, options)
+    else:
+        from pathlib import Path
+
+        with SweepView(Path(out) / "runs", _console(stderr=True)) as view:
+            summary = run_sweep(plan, out, options, view, view.tick)
+    _print_sweep_summary(summary)
+    return 0 if summary.ok else 1
+
+
+def _print_sweep_summary(summary) -> None:
+    counts = ", ".join(f"{summary.count(s)} {s}" for s in ("done", "diverged", "failed", "running", "missing") if summary.count(s))
+    print(f"{summary.path}: {len(summary.records)} runs ({counts}); trained now: {len(summary.trained)}")
+    for run_id in summary.skipped_running:
+        print(f"  {run_id}: being trained by another process, left alone")
+    for record in summary.records:
+        if record.status in ("failed", "diverged"):
+            print(f"  {record.planned.run_id}: {record.status} — {(record.result or {}).get('error')}")
+    print(f"results: {summary.path / 'results.csv'}   next: noisefloor classify {summary.path}")
+
+
+@command("sweep", "train the baseline and interventions at several init seeds (or a spec file's experiments)", _sweep_arguments)
+def _sweep(args: argparse.Namespace) -> int:
+    from noisefloor.sweep import spec
+
+    if args.spec:
+        if args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides:
+            raise UserError("a spec file describes the whole sweep; drop --config/--init-seeds/--train-seeds/--interventions/--set")
+        plan = spec.from_file(args.spec)
+        out = args.out or f"sweeps/{plan.name}"
+    else:
+        if not args.config or not args.init_seeds:
+            raise UserError("give a spec file, or --config and --init-seeds (e.g. --init-seeds 42,22,67)")
+        if not args.out:
+            raise UserError("--out is required with --config (e.g. --out sweeps/noise-floor)")
+        plan = spec.from_flags(args.config, args.overrides, args.interventions, args.init_seeds, args.train_seeds, args.out)
+        out = args.out
+    return _run_plan(plan, out, args)
+
+
+@command("reseed", "pin the init seed and re-seed the training loop with each train seed", _reseed_arguments)
+def _reseed(args: argparse.Namespace) -> int:
+    from noisefloor.sweep import spec
+
+    plan = spec.from_flags(args.config, args.overrides, args.interventions, args.init_seeds, args.train_seeds, args.out)
+    return _run_plan(plan, args.out, args)
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="a sweep folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("status", "which runs of a sweep are done, running, failed or missing", _status_arguments)
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from noisefloor.report.live import last_training_line
+    from noisefloor.sweep.store import SweepStore
+
+    store = SweepStore(args.sweep)
+    records = store.records(store.load_plan())
+    rows = []
+    for record in records:
+        run, result = record.planned, record.result or {}
+        line = last_training_line(store.run_dir(run) / "metrics.jsonl") or {}
+        rows.append({"run": run.run_id, "intervention": run.intervention, "init_seed": run.init_seed,
+                     "train_seed": run.train_seed, "status": record.status, "step": line.get("step", 0),
+                     "steps": run.config.train.steps, "test_loss": result.get("test_loss"), "error": result.get("error")})
+    if args.json:
+        print(json.dumps({"sweep": str(store.path), "runs": rows}, indent=2))
+        return 0
+    from rich.table import Table
+
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "running", "failed", "diverged", "missing")}
+    table = Table(title=f"{store.path}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")
+    for column in ("run", "status", "step", "test loss", "error"):
+        table.add_column(column)
+    for r in rows:
+        loss = f"{r['test_loss']:.6f}" if r["test_loss"] is not None else ""
+        table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps']}", loss, r["error"] or "")
+    _console().print(table)
+    return 0

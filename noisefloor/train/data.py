@@ -21,6 +21,7 @@ import glob as globlib
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ import numpy as np
 from noisefloor import atomic
 from noisefloor.errors import UserError
 from noisefloor.train.tokenizer import END_OF_TEXT, get_tokenizer, tokenizer_id
+
+if TYPE_CHECKING:
+    from noisefloor.config import RunConfig
 
 SPLITS = {"train": (0.0, 0.90), "val": (0.90, 0.95), "test": (0.95, 1.0)}
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
@@ -306,3 +310,21 @@ class ShuffledStream:
         return self.windows.batch(indices)
 
 
+@dataclass
+class Data:
+    corpus: Corpus
+    train: Windows
+    val: Windows
+    test: Windows
+
+
+def prepare_data(config: "RunConfig") -> Data:
+    """The corpus and its three window sets for a run config (tokenising once, then from cache)."""
+    corpus = load_corpus(config.train.data, config.model.vocab_size)
+    L, limit, source = config.model.context_length, config.train.eval_windows, config.train.data
+    return Data(
+        corpus,
+        Windows(corpus.split("train"), L, "train", source),
+        Windows(corpus.split("val"), L, "val", source, limit),
+        Windows(corpus.split("test"), L, "test", source, limit),
+    )

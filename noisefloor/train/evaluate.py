@@ -77,7 +77,8 @@ def load_model(config: "RunConfig", weights: "Path", device: torch.device) -> to
 def evaluate(target: str, config_path: str | None = None, split: str = "test") -> dict:
     """The loss of saved weights on the fixed split, exactly as the trainer computes it."""
     from noisefloor.train import determinism
-    from noisefloor.train.trainer import prepare_data, resolve_device
+    from noisefloor.train.data import prepare_data
+    from noisefloor.train.trainer import resolve_device
 
     config, weights = resolve_weights(target, config_path)
     determinism.enable_deterministic_mode(config.train.threads)

@@ -31,7 +31,7 @@ from noisefloor import __version__, atomic
 from noisefloor.config import RunConfig, from_dict
 from noisefloor.errors import UserError
 from noisefloor.train import determinism, state
-from noisefloor.train.data import Corpus, ShuffledStream, Windows, load_corpus
+from noisefloor.train.data import Data, ShuffledStream, prepare_data
 from noisefloor.train.evaluate import autocast, split_loss
 from noisefloor.train.model import GPTModel, build_model, count_parameters, export_state, load_state
 
@@ -140,25 +140,6 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "process_max_rss"}
 
 
-@dataclass
-class Data:
-    corpus: Corpus
-    train: Windows
-    val: Windows
-    test: Windows
-
-
-def prepare_data(config: RunConfig) -> Data:
-    corpus = load_corpus(config.train.data, config.model.vocab_size)
-    L, limit, source = config.model.context_length, config.train.eval_windows, config.train.data
-    return Data(
-        corpus,
-        Windows(corpus.split("train"), L, "train", source),
-        Windows(corpus.split("val"), L, "val", source, limit),
-        Windows(corpus.split("test"), L, "test", source, limit),
-    )
-
-
 def initial_model(config: RunConfig) -> GPTModel:
     """Seed with init_seed and build: exactly what a run starts from."""
     determinism.seed_everything(config.train.init_seed)
@@ -191,7 +172,7 @@ class Trainer:
 
         model = initial_model(config)
         init_state = export_state(model)
-        init_digest = state.state_digest(init_state).hexdigest()
+        init_digests = state.state_digest(init_state)
         if not self.run.init_weights.exists():
             state.save_tensors(self.run.init_weights, init_state)
         if t.train_seed is not None:
@@ -214,6 +195,8 @@ class Trainer:
             "corpus": self.data.corpus.describe(),
             "windows": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
             "parameters": count_parameters(model),
+            "init_digest": init_digests.hexdigest(),
+            "init_tensors": init_digests.tensor_digests,
             "tokens_per_step": config.tokens_per_step,
             "compile": t.compile,
             "device": str(self.device),
@@ -227,7 +210,7 @@ class Trainer:
                     "results would not be bit-identical"
                 )
         atomic.write_json(self.run.manifest, manifest)
-        return {"init_digest": init_digest}
+        return {"init_digest": init_digests.hexdigest()}
 
     def _restore(self) -> dict[str, Any]:
         """Load the newest checkpoint; returns its JSON state (step 0 state when none)."""

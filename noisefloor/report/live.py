@@ -1,0 +1,104 @@
+"""The sweep's live view: runs queued/running/done/failed, each running run's loss, and an ETA."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def last_training_line(metrics: Path) -> dict[str, Any] | None:
+    """The newest training line of a metrics.jsonl, reading only its tail."""
+    try:
+        with open(metrics, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 8192))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            return record
+    return None
+
+
+class SweepView:
+    """Observer + tick for `run_sweep`, rendered with rich.Live on stderr."""
+
+    def __init__(self, runs_dir: Path, console=None):
+        self.runs_dir = runs_dir
+        self.console = console
+        self.total = 0
+        self.steps: dict[str, int] = {}
+        self.status: dict[str, str] = {}
+        self.started_at: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.jobs_seen = 1
+        self.live = None
+
+    def __enter__(self) -> "SweepView":
+        from rich.live import Live
+
+        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.stop()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "plan":
+            for record in event["records"]:
+                run_id = record.planned.run_id
+                self.steps[run_id] = record.planned.config.train.steps
+                self.status[run_id] = "queued" if run_id in event["todo"] else record.status
+            self.total = len(event["records"])
+        elif kind == "started":
+            self.status[event["run"]] = "running"
+            self.started_at[event["run"]] = time.time()
+            self.jobs_seen = max(self.jobs_seen, sum(1 for s in self.status.values() if s == "running"))
+        elif kind == "finished":
+            self.status[event["run"]] = event["result"].get("status", "failed")
+            began = self.started_at.pop(event["run"], None)
+            if began is not None and self.status[event["run"]] == "done":
+                self.durations.append(time.time() - began)
+        self.tick()
+
+    def tick(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _eta(self) -> str:
+        left = sum(1 for s in self.status.values() if s in ("queued", "running"))
+        if not left or not self.durations:
+            return "eta --"
+        seconds = sum(self.durations) / len(self.durations) * left / max(1, self.jobs_seen)
+        return f"eta {int(seconds // 60)}:{int(seconds % 60):02d}"
+
+    def _render(self):
+        from rich.table import Table
+
+        counts = {s: sum(1 for v in self.status.values() if v == s) for s in ("done", "running", "queued", "failed", "diverged")}
+        title = (f"{self.total} runs: {counts['done']} done, {counts['running']} running, {counts['queued']} queued, "
+                 f"{counts['failed']} failed, {counts['diverged']} diverged   {self._eta()}")
+        table = Table(title=title, title_justify="left", expand=False)
+        for column in ("running run", "step", "loss", "tok/s"):
+            table.add_column(column, justify="left" if column == "running run" else "right")
+        for run_id, status in self.status.items():
+            if status != "running":
+                continue
+            line = last_training_line(self.runs_dir / run_id / "metrics.jsonl") or {}
+            step = f"{line.get('step', 0)}/{self.steps.get(run_id, '?')}"
+            loss = f"{line['loss']:.4f}" if "loss" in line else "-"
+            speed = f"{line['tokens_per_s']:,.0f}" if "tokens_per_s" in line else "-"
+            table.add_row(run_id, step, loss, speed)
+        return table

@@ -1,0 +1,154 @@
+"""Experiments -> runs: from command-line flags or a spec file in `seedsweeps/`.
+
+A spec file:
+
+    [sweep]
+    name = "noise-floor"                  # default output: sweeps/<name>
+    config = "../training/tiny-cpu.toml"  # relative to the spec file
+    set = ["train.steps=120"]             # optional overrides of the base config
+
+    [interventions.wd-0.05]               # optional: your own interventions
+    "train.weight_decay" = 0.05
+
+    [[experiments]]
+    name = "init-floor"
+    interventions = ["baseline"]          # default ["baseline"]
+    init_seeds = [42, 22, 67]
+    train_seeds = [23, 67]                # optional; absent = no re-seed
+
+Every experiment runs each intervention at every (init seed, train seed).
+The whole plan is validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from noisefloor import config as config_module
+from noisefloor.config import RunConfig
+from noisefloor.errors import UserError
+from noisefloor.sweep.interventions import BASELINE, Registry, parse_overrides
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    intervention: str
+    init_seed: int
+    train_seed: int | None
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        """Readable and stable: intervention, seeds, and the resolved config's digest."""
+        train = "none" if self.train_seed is None else self.train_seed
+        return f"{self.intervention}_i{self.init_seed}_t{train}_{self.config.digest()[:10]}"
+
+
+@dataclass
+class Plan:
+    name: str
+    runs: list[PlannedRun] = field(default_factory=list)
+
+    def add(self, run: PlannedRun) -> None:
+        if all(r.run_id != run.run_id for r in self.runs):
+            self.runs.append(run)
+
+
+def _seed_list(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where} must be a non-empty list of integers")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise UserError(f"{where} must hold integers only, got {value!r}")
+    if len(set(value)) != len(value):
+        raise UserError(f"{where} lists a seed twice: {value!r}")
+    return value
+
+
+def expand(base: RunConfig, registry: Registry, interventions: list[str], init_seeds: list[int],
+           train_seeds: list[int] | None, plan: Plan) -> None:
+    """Add every (intervention, init seed, train seed) run to the plan."""
+    if len(set(interventions)) != len(interventions):
+        raise UserError(f"interventions listed twice: {', '.join(interventions)}")
+    configs = {name: registry.apply(base, name) for name in interventions}
+    for name in interventions:
+        for init_seed in init_seeds:
+            for train_seed in train_seeds or [None]:
+                seeded = configs[name].replace(train={"init_seed": init_seed, "train_seed": train_seed})
+                plan.add(PlannedRun(name, init_seed, train_seed, seeded))
+
+
+def from_flags(config_path: str | None, overrides: list[str], interventions: list[str], init_seeds: list[int],
+               train_seeds: list[int] | None, name: str) -> Plan:
+    base = config_module.load(config_path, overrides)
+    names = [BASELINE] + [n for n in interventions if n != BASELINE]
+    plan = Plan(name)
+    expand(base, Registry(), names, init_seeds, train_seeds, plan)
+    return plan
+
+
+_SPEC_KEYS = {"sweep", "interventions", "experiments"}
+_SWEEP_KEYS = {"name", "config", "set"}
+_EXPERIMENT_KEYS = {"name", "interventions", "init_seeds", "train_seeds"}
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def from_file(path: str | Path) -> Plan:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep spec not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    _check_keys(raw, _SPEC_KEYS, str(path))
+    sweep = raw.get("sweep", {})
+    if not isinstance(sweep, Mapping):
+        raise UserError(f"{path}: [sweep] must be a table")
+    _check_keys(sweep, _SWEEP_KEYS, f"{path} [sweep]")
+    if "config" not in sweep:
+        raise UserError(f"{path} [sweep]: 'config' (the base run config) is required")
+    sets = sweep.get("set", [])
+    if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+        raise UserError(f"{path} [sweep]: 'set' must be a list of \"section.key=value\" strings")
+    try:
+        base = config_module.load(path.parent / sweep["config"], sets)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+    custom = raw.get("interventions", {})
+    if not isinstance(custom, Mapping):
+        raise UserError(f"{path}: [interventions] must be a table of named override tables")
+    registry = Registry({name: parse_overrides(value, f"{path} [interventions.{name}]") for name, value in custom.items()})
+
+    experiments = raw.get("experiments")
+    if not isinstance(experiments, list) or not experiments:
+        raise UserError(f"{path}: no [[experiments]] to run")
+    plan = Plan(str(sweep.get("name", path.stem)))
+    seen: set[str] = set()
+    for index, experiment in enumerate(experiments):
+        if not isinstance(experiment, Mapping):
+            raise UserError(f"{path}: [[experiments]] entry {index + 1} must be a table")
+        label = str(experiment.get("name", f"#{index + 1}"))
+        where = f"{path} experiment {label!r}"
+        _check_keys(experiment, _EXPERIMENT_KEYS, where)
+        if label in seen:
+            raise UserError(f"{path}: two experiments are named {label!r}")
+        seen.add(label)
+        names = experiment.get("interventions", [BASELINE])
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{where}: 'interventions' must be a non-empty list of names")
+        init_seeds = _seed_list(experiment.get("init_seeds"), f"{where}: init_seeds")
+        train_seeds = _seed_list(experiment["train_seeds"], f"{where}: train_seeds") if "train_seeds" in experiment else None
+        try:
+            expand(base, registry, names, init_seeds, train_seeds, plan)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    return plan

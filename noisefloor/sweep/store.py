@@ -1,0 +1,191 @@
+"""A sweep folder: the plan, the run directories, and `results.csv`.
+
+    SWEEP/
+      sweep.json      every planned run: id, intervention, seeds, resolved config
+      results.csv     one row per planned run, rewritten atomically after each run
+      runs/<run>/     the trainer's run directories
+      logs/           slurm logs (slurm executor)
+
+Commands add to a sweep folder: a `reseed` into the folder of an earlier
+`sweep` adds its runs to the same plan, and a run both ask for is trained
+once. A folder's baseline must stay one config: the same (intervention,
+init seed, train seed) with another config is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from noisefloor import atomic
+from noisefloor.config import from_dict
+from noisefloor.errors import UserError
+from noisefloor.sweep.interventions import BASELINE
+from noisefloor.sweep.spec import Plan, PlannedRun
+
+RESULT_COLUMNS = [
+    "run", "intervention", "init_seed", "train_seed", "test_loss", "val_loss", "same_init",
+    "init_digest", "final_digest", "status", "seconds", "tokens_per_s", "error",
+]
+STATUSES = ("done", "diverged", "failed", "running", "missing")
+
+
+@dataclass
+class RunRecord:
+    planned: PlannedRun
+    status: str
+    result: dict[str, Any] | None
+    init_tensors: dict[str, str] | None
+
+
+class SweepStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.plan_file = self.path / "sweep.json"
+        self.results_file = self.path / "results.csv"
+        self.runs_dir = self.path / "runs"
+
+    # ------------------------------------------------------------ plan
+
+    def exists(self) -> bool:
+        return self.plan_file.is_file()
+
+    def load_plan(self) -> Plan:
+        if not self.exists():
+            raise UserError(f"{self.path} is not a sweep folder (no sweep.json); start one with noisefloor sweep")
+        try:
+            raw = json.loads(self.plan_file.read_text())
+            runs = [PlannedRun(r["intervention"], r["init_seed"], r["train_seed"], from_dict(r["config"], str(self.plan_file)))
+                    for r in raw["runs"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{self.plan_file} is corrupt ({exc}); it cannot be resumed") from None
+        return Plan(raw.get("name", self.path.name), runs)
+
+    def merge_plan(self, plan: Plan) -> Plan:
+        """Add `plan` to what the folder already holds; refuse a second config for the same role."""
+        merged = self.load_plan() if self.exists() else Plan(plan.name)
+        by_role = {(r.intervention, r.init_seed, r.train_seed): r for r in merged.runs}
+        by_config = {r.config.digest(): r for r in merged.runs}
+        for run in plan.runs:
+            role = (run.intervention, run.init_seed, run.train_seed)
+            other = by_role.get(role)
+            if other is not None and other.config != run.config:
+                raise UserError(
+                    f"{self.path} already has a {run.intervention} run at init seed {run.init_seed}, train seed "
+                    f"{run.train_seed} with another config; use another --out for another base config"
+                )
+            twin = by_config.get(run.config.digest())
+            if twin is not None and twin.intervention != run.intervention:
+                raise UserError(f"interventions {twin.intervention!r} and {run.intervention!r} give the same config")
+            merged.add(run)
+            by_role[role], by_config[run.config.digest()] = run, run
+        return merged
+
+    def save_plan(self, plan: Plan) -> None:
+        atomic.write_json(self.plan_file, {
+            "name": plan.name,
+            "runs": [{"run": r.run_id, "intervention": r.intervention, "init_seed": r.init_seed,
+                      "train_seed": r.train_seed, "config": r.config.to_dict()} for r in plan.runs],
+        })
+
+    # ------------------------------------------------------------ runs
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.runs_dir / run.run_id
+
+    def record(self, run: PlannedRun) -> RunRecord:
+        from noisefloor.train.trainer import RunDir, is_locked
+
+        run_dir = RunDir(self.run_dir(run))
+        init_tensors = None
+        if run_dir.manifest.exists():
+            try:
+                init_tensors = json.loads(run_dir.manifest.read_text()).get("init_tensors")
+            except json.JSONDecodeError:
+                init_tensors = None
+        result = _read_json(run_dir.result)
+        if result is not None and result.get("status") in ("done", "diverged", "failed"):
+            if result["status"] == "done" and not finished_run_is_valid(run_dir.path, run):
+                return RunRecord(run, "failed", {**result, "status": "failed",
+                                                 "error": "result.json does not match the run's files"}, init_tensors)
+            return RunRecord(run, result["status"], result, init_tensors)
+        if run_dir.path.is_dir() and is_locked(run_dir.path):
+            return RunRecord(run, "running", None, init_tensors)
+        return RunRecord(run, "missing", None, init_tensors)
+
+    def records(self, plan: Plan) -> list[RunRecord]:
+        return [self.record(run) for run in plan.runs]
+
+    # ------------------------------------------------------------ results.csv
+
+    def write_results(self, plan: Plan) -> list[RunRecord]:
+        records = self.records(plan)
+        atomic.write_text(self.results_file, results_csv(records))
+        return records
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def finished_run_is_valid(run_dir: Path, run: PlannedRun) -> bool:
+    """A `done` result counts only if its config is the planned one and its weights match its digest."""
+    from noisefloor.checkpoints import file_digest
+
+    config = _read_json(run_dir / "config.json")
+    result = _read_json(run_dir / "result.json")
+    if config is None or result is None or config != run.config.to_dict():
+        return False
+    try:
+        return file_digest(run_dir / "model.safetensors") == result.get("final_digest")
+    except UserError:
+        return False
+
+
+def same_init(record: RunRecord, baseline: RunRecord | None) -> bool | None:
+    """True when every tensor the run's step-0 weights share with the baseline's (same init seed)
+    is bit-identical; tensors only one side has (a new QKV bias, a tied head) are structure, not init."""
+    if record.init_tensors is None or baseline is None or baseline.init_tensors is None:
+        return None
+    shared = record.init_tensors.keys() & baseline.init_tensors.keys()
+    return bool(shared) and all(record.init_tensors[k] == baseline.init_tensors[k] for k in shared)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def results_csv(records: list[RunRecord]) -> str:
+    baselines: dict[int, RunRecord] = {}
+    for record in records:
+        if record.planned.intervention == BASELINE and record.init_tensors is not None:
+            baselines.setdefault(record.planned.init_seed, record)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULT_COLUMNS)
+    for record in records:
+        run, result = record.planned, record.result or {}
+        row = {
+            "run": run.run_id, "intervention": run.intervention, "init_seed": run.init_seed,
+            "train_seed": run.train_seed, "test_loss": result.get("test_loss"), "val_loss": result.get("val_loss"),
+            "same_init": same_init(record, baselines.get(run.init_seed)),
+            "init_digest": result.get("init_digest"), "final_digest": result.get("final_digest"),
+            "status": record.status, "seconds": result.get("seconds"), "tokens_per_s": result.get("tokens_per_s"),
+            "error": result.get("error"),
+        }
+        writer.writerow([_format(row[c]) for c in RESULT_COLUMNS])
+    return out.getvalue()
