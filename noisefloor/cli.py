@@ -323,3 +323,87 @@ def _status(args: argparse.Namespace) -> int:
         table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps']}", loss, r["error"] or "")
     _console().print(table)
     return 0
+
+
+# ---------------------------------------------------------------- bitwise tools (diverge, doctor)
+
+
+def _diverge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_a", metavar="RUN_A", help="a run directory")
+    p.add_argument("run_b", metavar="RUN_B", help="another run directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("diverge", "first recorded step where two runs' parameters differ, and why they might", _diverge_arguments)
+def _diverge(args: argparse.Namespace) -> int:
+    import json
+
+    from noisefloor.diverge import diverge
+
+    found = diverge(args.run_a, args.run_b)
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2))
+        return 1 if found.diverged else 0
+    if found.diverged:
+        print(f"DIVERGED at step {found.first_divergent_step} (last equal step: "
+              f"{found.last_equal_step if found.last_equal_step is not None else 'none recorded'}; "
+              f"{found.compared_steps} recorded steps compared)")
+        shown = found.first_tensors[:8]
+        print(f"tensors that differ first ({len(found.first_tensors)}): {', '.join(shown)}"
+              f"{' …' if len(found.first_tensors) > len(shown) else ''}")
+    else:
+        print(f"NO DIVERGENCE in {found.compared_steps} recorded steps (last common step {found.last_common_step})")
+    if found.config_differences:
+        print("configs differ (this alone explains a divergence):")
+        for line in found.config_differences:
+            print(f"  {line}")
+    if found.environment_differences:
+        print("environments differ (bit-identity needs the same stack and device):")
+        for line in found.environment_differences:
+            print(f"  {line}")
+    if found.diverged and not found.config_differences and not found.environment_differences:
+        print("same config and environment: a nondeterministic kernel or an outside change (data files?) is to blame")
+    return 1 if found.diverged else 0
+
+
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run config to self-test with and audit (default: the micro preset, built in)")
+    p.add_argument("--skip-self-test", action="store_true", help="only print the fingerprint and hazards")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("doctor", "environment fingerprint, determinism hazards, and a twice-trained self-test", _doctor_arguments)
+def _doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from noisefloor import config as config_module
+    from noisefloor import doctor
+    from noisefloor.train import determinism
+
+    config = config_module.load(args.config) if args.config else doctor.micro_config()
+    hazards = doctor.audit(config)  # before noisefloor changes any setting
+    mode = doctor.noisefloor_mode(config.train.threads)
+    fingerprint = determinism.fingerprint()
+    test = None if args.skip_self_test else doctor.self_test(config)
+    if args.json:
+        print(json.dumps({"fingerprint": fingerprint, "hazards": [h.to_json() for h in hazards],
+                          "noisefloor_mode": mode, "self_test": test}, indent=2, default=str))
+    else:
+        from rich.table import Table
+
+        console = _console()
+        table = Table(title="environment fingerprint", title_justify="left", show_header=False)
+        for key, value in fingerprint.items():
+            text = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+            table.add_row(key, text or "-")
+        console.print(table)
+        found = [h for h in hazards if h.found]
+        console.print(f"determinism hazards in this environment's defaults: {len(found)}")
+        for h in found:
+            console.print(f"  - {h.name}: {h.detail} [{'noisefloor runs: handled' if h.handled else 'NOT handled: fix the environment'}]")
+        console.print("noisefloor runs use: " + ", ".join(f"{k}={v}" for k, v in mode.items()))
+        if test is not None:
+            verdict = "PASS" if test["passed"] else "FAIL"
+            console.print(f"self-test: trained {test['steps']} steps twice on {test['device']}: {verdict} "
+                          f"({test['final_digest'][:23]} vs {test['second_digest'][:23]})")
+    return 1 if test is not None and not test["passed"] else 0

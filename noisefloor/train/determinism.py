@@ -162,23 +162,3 @@ def _cuda_driver() -> str | None:
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
     except (OSError, IndexError, subprocess.SubprocessError):
         return None
-
-
-# Keys of the fingerprint that decide bit-identity (the rest is informative).
-IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "blas", "device")
-
-
-def fingerprint_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Fingerprint keys that differ and can explain a divergence, as 'key: a != b'."""
-    out = []
-    for key in IDENTITY_KEYS:
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            for sub in sorted(set(va) | set(vb)):
-                if key == "device" and sub in ("memory_bytes",):
-                    continue
-                if va.get(sub) != vb.get(sub):
-                    out.append(f"{key}.{sub}: {va.get(sub)} != {vb.get(sub)}")
-        elif va != vb:
-            out.append(f"{key}: {va} != {vb}")
-    return out

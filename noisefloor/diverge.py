@@ -1,0 +1,115 @@
+"""First divergent step between two runs, from the parameter digests the trainer records.
+
+The trainer writes the digest of every parameter tensor each `digest_interval`
+steps (digests.jsonl). Two runs are compared at the steps both recorded: the
+first step whose digests differ, the last step before it where they were
+equal, and which tensors differ first. Differences in config or environment
+are reported beside, since either one alone explains a divergence.
+Needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from noisefloor.errors import UserError
+
+# environment keys that decide bit-identity (the rest of the fingerprint is informative)
+IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "blas", "device")
+
+
+@dataclass
+class Divergence:
+    run_a: str
+    run_b: str
+    compared_steps: int
+    first_divergent_step: int | None
+    last_equal_step: int | None
+    first_tensors: list[str] = field(default_factory=list)
+    config_differences: list[str] = field(default_factory=list)
+    environment_differences: list[str] = field(default_factory=list)
+    last_common_step: int | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.first_divergent_step is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "diverged": self.diverged}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: {path.parent} is not a noisefloor run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is corrupt: {exc}") from None
+
+
+def read_digests(run: Path) -> dict[int, dict[str, Any]]:
+    path = run / "digests.jsonl"
+    if not path.exists():
+        raise UserError(f"{path} not found: the run recorded no digests (train with [train] digest_interval > 0)")
+    digests = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            digests[int(record["step"])] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UserError(f"{path} line {number} is corrupt") from None
+    return digests
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: value}
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """'key: a != b' for every leaf key whose values differ."""
+    fa, fb = flatten("", a), flatten("", b)
+    return [f"{key}: {fa.get(key)!r} != {fb.get(key)!r}" for key in sorted(fa.keys() | fb.keys()) if fa.get(key) != fb.get(key)]
+
+
+def environment_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keep = lambda env: {k: env.get(k) for k in IDENTITY_KEYS}
+    found = differences(keep(a), keep(b))
+    return [line for line in found if not line.startswith("device.memory_bytes")]
+
+
+def diverge(run_a: str | Path, run_b: str | Path) -> Divergence:
+    a, b = Path(run_a), Path(run_b)
+    for run in (a, b):
+        if not run.is_dir():
+            raise UserError(f"run directory not found: {run}")
+    digests_a, digests_b = read_digests(a), read_digests(b)
+    common = sorted(digests_a.keys() & digests_b.keys())
+    if not common:
+        raise UserError(f"{a} and {b} share no recorded step (different digest_interval?)")
+    first = last_equal = None
+    tensors: list[str] = []
+    for step in common:
+        da, db = digests_a[step], digests_b[step]
+        if da["digest"] == db["digest"]:
+            last_equal = step
+            continue
+        first = step
+        ta, tb = da.get("tensors", {}), db.get("tensors", {})
+        tensors = sorted(name for name in ta.keys() | tb.keys() if ta.get(name) != tb.get(name))
+        break
+    manifest_a, manifest_b = _read_json(a / "manifest.json"), _read_json(b / "manifest.json")
+    return Divergence(
+        run_a=str(a), run_b=str(b), compared_steps=len(common), first_divergent_step=first,
+        last_equal_step=last_equal, first_tensors=tensors,
+        config_differences=differences(_read_json(a / "config.json"), _read_json(b / "config.json")),
+        environment_differences=environment_differences(manifest_a.get("environment", {}), manifest_b.get("environment", {})),
+        last_common_step=common[-1],
+    )
