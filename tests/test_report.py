@@ -137,14 +137,25 @@ def test_rewriting_a_report_folder_drops_figures_that_no_longer_apply(tmp_path):
 
 
 def test_analysis_works_without_torch(tmp_path):
-    """stats/ and report/ never import torch: classify and report leave it out of sys.modules."""
+    """stats/ and report/ never import torch: classify and every analysis module leave it out of sys.modules."""
     code = (
         "import sys\n"
+        "import noisefloor.report.figures, noisefloor.report.write\n"
         "from noisefloor.cli import main\n"
-        f"assert main(['classify', {str(STUDY)!r}, '--json']) == 0\n"
-        f"assert main(['report', {str(STUDY)!r}, '--out', {str(tmp_path / 'r')!r}, '--quiet']) == 0\n"
+        f"assert main(['classify', {str(HAND)!r}, '--format', 'csv']) == 0\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_readme_example_is_real_output(capsys, monkeypatch):
+    """The README's example is what `COLUMNS=120 noisefloor classify tests/data/study.csv` prints."""
+    monkeypatch.setenv("COLUMNS", "120")
+    printed = [line.rstrip() for line in cli_out(capsys, "classify", str(STUDY)).splitlines()]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("### Example", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0].splitlines()
+    cut = next(i for i, line in enumerate(example) if line.startswith("  [… 'Why each floor'"))
+    assert example[:cut] == printed[:cut]
+    assert example[cut + 4 :] == printed[-len(example[cut + 4 :]) :]
