@@ -196,17 +196,7 @@ class Analysis:
                 "n_rows_used": len(r.runs),
                 "notes": list(self.notes),
                 "left_out": [asdict(x) for x in r.left_out],
-                "repeats": [
-                    {
-                        "intervention": x.intervention,
-                        "init_seed": x.init_seed,
-                        "stream": x.stream,
-                        "runs": list(x.runs),
-                        "test_losses": list(x.test_losses),
-                        "identical": x.identical,
-                    }
-                    for x in r.repeats
-                ],
+                "repeats": [asdict(x) | {"identical": x.identical} for x in r.repeats],
                 "floors": [f.to_json() for f in self.floors],
                 "interventions": [v.to_json() for v in self.verdicts],
                 "variance_components": self.components.to_json() if self.components else None,

@@ -74,8 +74,6 @@ class Results:
     cells: pd.DataFrame
     left_out: tuple[LeftOut, ...]
     repeats: tuple[Repeat, ...]
-    has_same_init: bool
-    has_init_digest: bool
     sha256: str | None = None  # of the CSV file's bytes, when read from a file
 
 
@@ -134,7 +132,7 @@ def results_from_text(text: str, source: str) -> Results:
             )
     frame = pd.DataFrame([[cell.strip() for cell in row] for _, row in numbered[1:]], columns=header, dtype=object)
     frame.insert(0, "_line", [line for line, _ in numbered[1:]])
-    return results_from_frame(frame, source)
+    return _validate(frame, source)
 
 
 def _check_header(header: list[str], source: str) -> list[str]:
@@ -154,14 +152,9 @@ def _check_header(header: list[str], source: str) -> list[str]:
     return header
 
 
-def results_from_frame(frame: pd.DataFrame, source: str) -> Results:
-    """Validate a frame of strings (one column per CSV column, `_line` = CSV line)."""
-    if "_line" not in frame.columns:
-        frame = frame.copy()
-        frame.insert(0, "_line", range(2, len(frame) + 2))
+def _validate(frame: pd.DataFrame, source: str) -> Results:
+    """Validate a frame of stripped strings (one column per CSV column, `_line` = CSV line)."""
     columns = set(frame.columns)
-    has_same_init = "same_init" in columns
-    has_init_digest = "init_digest" in columns
 
     records = []
     left_out = []
@@ -171,8 +164,7 @@ def results_from_frame(frame: pd.DataFrame, source: str) -> Results:
         where = f"{source}: line {line}"
 
         def cell(name: str) -> str:
-            value = raw.get(name)
-            return "" if value is None else str(value).strip()
+            return raw.get(name) or ""
 
         run = cell("run") or f"line {line}"
         if cell("run"):
@@ -216,7 +208,7 @@ def results_from_frame(frame: pd.DataFrame, source: str) -> Results:
     ).astype(object)
     runs["test_loss"] = runs["test_loss"].astype(float)
     cells, repeats = _collapse(runs)
-    return Results(source, runs, cells, tuple(left_out), tuple(repeats), has_same_init, has_init_digest)
+    return Results(source, runs, cells, tuple(left_out), tuple(repeats))
 
 
 def _integer(text: str, where: str, *, allow_empty: bool) -> int | None:
