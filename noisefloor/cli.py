@@ -8,6 +8,7 @@ touching torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"noisefloor {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `noisefloor classify --json | head`: the reader left, nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 # ---------------------------------------------------------------- training
@@ -407,3 +412,58 @@ def _doctor(args: argparse.Namespace) -> int:
             console.print(f"self-test: trained {test['steps']} steps twice on {test['device']}: {verdict} "
                           f"({test['final_digest'][:23]} vs {test['second_digest'][:23]})")
     return 1 if test is not None and not test["passed"] else 0
+
+
+# ---------------------------------------------------------------- analysis: classify and report
+
+
+def _source_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        metavar="CSV_OR_SWEEP_DIR",
+        help="results CSV (columns intervention, init_seed, train_seed, test_loss) or a sweep directory (its results.csv)",
+    )
+
+
+def _classify_arguments(parser: argparse.ArgumentParser) -> None:
+    _source_argument(parser)
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the analysis as JSON (schema in the README)")
+    output.add_argument(
+        "--format", choices=("table", "csv", "markdown"), default="table", help="how to print the tables (default: table)",
+    )
+
+
+@command("classify", "noise floors and a signal/noise verdict per intervention, from a results CSV", _classify_arguments)
+def _classify(args: argparse.Namespace) -> int:
+    from noisefloor.report import tables
+    from noisefloor.stats.classify import analyse
+
+    analysis = analyse(args.source)
+    if args.json:
+        import json
+
+        print(json.dumps(analysis.to_json(), indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(tables.to_csv(tables.tables(analysis)))
+    elif args.format == "markdown":
+        sys.stdout.write(tables.to_markdown(tables.tables(analysis)) + tables.notes_markdown(analysis))
+    else:
+        tables.render_rich(analysis, _console())
+    return 0
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    _source_argument(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="report folder, e.g. reports/NAME")
+    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+
+
+@command("report", "Markdown and self-contained HTML report with figures, from a results CSV", _report_arguments)
+def _report(args: argparse.Namespace) -> int:
+    from noisefloor.report.write import write_report
+
+    written = write_report(args.source, args.out)
+    if not args.quiet:
+        _console().print(f"report written to {written.markdown} and {written.html}", markup=False)
+    return 0

@@ -1,0 +1,291 @@
+"""The analysis as tables of formatted strings, and their renderings.
+
+`tables(analysis)` is the single place where numbers become text; the
+terminal (rich), CSV, Markdown and HTML renderings all print these strings,
+so `classify` and `report` show the same numbers for the same CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass
+
+from noisefloor.stats.classify import SIGNAL, UNDECIDED, Analysis, Verdict
+from noisefloor.stats.floors import TRAIN
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def loss(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def signed(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:+.{digits}f}"
+
+
+def spread(x: float | None) -> str:
+    return "–" if x is None else f"{x:.5f}"
+
+
+def interval(pair) -> str:
+    return "–" if pair is None else f"{pair[0]:.4f} – {pair[1]:.4f}"
+
+
+def percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def pvalue(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return "<1e-6" if x < 1e-6 else f"{x:.3g}"
+
+
+def verdict_text(v: Verdict) -> str:
+    return f"{v.verdict} ({v.direction})" if v.verdict == SIGNAL else v.verdict
+
+
+def kind_text(kind: str) -> str:
+    return "training loop" if kind == TRAIN else "init"
+
+
+PROSE = {"floor chosen because", "notes", "reading", "runs", "test losses"}  # columns that may wrap in a terminal
+TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
+
+
+def tables(analysis: Analysis) -> list[Table]:
+    """Each table narrow enough for a 120-column terminal: floors and interventions come in two parts."""
+    out = [_floors(analysis), _floor_bands(analysis), _interventions(analysis)]
+    optional = (_honest_numbers, _floor_choice, _components, _factorial, _repeats, _left_out)
+    return out + [t for t in (make(analysis) for make in optional) if t]
+
+
+def _floors(a: Analysis) -> Table:
+    rows = tuple(
+        (f.name, kind_text(f.kind), str(f.n), loss(f.mean), spread(f.sd), spread(f.sd_population), ", ".join(f.runs))
+        for f in a.floors
+    )
+    columns = ("floor", "kind", "n", "mean", "SD", "pop. SD", "runs")
+    return Table("floors", "Noise floors (baseline runs)", columns, rows)
+
+
+def _floor_bands(a: Analysis) -> Table:
+    rows = tuple(
+        (
+            f.name,
+            interval(f.band(1)),
+            interval(f.band(2)),
+            interval(f.band(3)),
+            interval(f.prediction_interval_997),
+            percent(f.false_positive_rate_3sd),
+        )
+        for f in a.floors
+    )
+    columns = ("floor", "±1 SD", "±2 SD", "3-SD band", "99.7% PI (1 run)", "3-SD FPR")
+    return Table("floor_bands", "Floor bands, and what the 3-SD band is worth at this n", columns, rows)
+
+
+def _interventions(a: Analysis) -> Table:
+    rows = tuple(
+        (
+            v.intervention,
+            str(len(v.runs)),
+            loss(v.test_loss),
+            v.floor.name if v.floor else "–",
+            signed(v.delta),
+            signed(v.z, 2),
+            verdict_text(v),
+        )
+        for v in a.verdicts
+    )
+    columns = ("intervention", "runs", "test loss", "floor", "Δ", "z (SDs)", "verdict")
+    return Table("interventions", "Interventions: verdict by the 3-SD rule", columns, rows)
+
+
+def _honest_numbers(a: Analysis) -> Table | None:
+    if not a.verdicts:
+        return None
+    rows = tuple(
+        (
+            v.intervention,
+            interval(v.band_3sd),
+            interval(v.prediction_interval_997),
+            percent(v.false_positive_rate_3sd),
+            f"{pvalue(v.primary.p_value)} {TEST_LABELS[v.primary.test]}" if v.primary else "–",
+            pvalue(v.p_holm),
+            "–" if v.seeds_needed is None else str(v.seeds_needed),
+        )
+        for v in a.verdicts
+    )
+    columns = ("intervention", "3-SD band", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "seeds needed")
+    return Table("statistics", "Interventions: the honest small-n numbers", columns, rows)
+
+
+def _floor_choice(a: Analysis) -> Table | None:
+    if not a.verdicts:
+        return None
+    rows = tuple(
+        (
+            v.intervention,
+            "unknown" if v.same_init is None else str(v.same_init).lower(),
+            v.floor_reason,
+            "; ".join(v.notes) or "–",
+        )
+        for v in a.verdicts
+    )
+    return Table("floor_choice", "Why each floor", ("intervention", "same_init", "floor chosen because", "notes"), rows)
+
+
+def _components(a: Analysis) -> Table | None:
+    c = a.components
+    if c is None:
+        return None
+    rows = (
+        ("initialisation", spread(c.var_init**0.5), f"{c.var_init:.3g}", percent(c.share_init)),
+        ("training loop", spread(c.var_train**0.5), f"{c.var_train:.3g}", percent(c.share_train)),
+    )
+    title = f"Variance components of the baseline (REML, {c.n_runs} runs, {c.n_init_seeds} init seeds)"
+    return Table("variance_components", title, ("source", "SD", "variance", "share"), rows)
+
+
+def _factorial(a: Analysis) -> Table | None:
+    f = a.factorial
+    if f is None:
+        return None
+    rows = tuple(
+        (t.term, t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value), t.reading)
+        for t in f.terms
+    ) + tuple((term, "not estimable", "–", "–", "–", "–", why) for term, why in f.not_estimable)
+    title = f"Do the improvements add up? (OLS on {f.n_runs} runs, {f.df_resid} residual df)"
+    return Table("factorial", title, ("term", "kind", "effect on loss", "SE", "95% CI", "p", "reading"), rows)
+
+
+def _repeats(a: Analysis) -> Table | None:
+    if not a.results.repeats:
+        return None
+    rows = tuple(
+        (
+            r.intervention,
+            str(r.init_seed),
+            r.stream,
+            ", ".join(r.runs),
+            ", ".join(f"{x:.6g}" for x in r.test_losses),
+            "identical: counted once" if r.identical else "REPRODUCIBILITY FAILURE",
+        )
+        for r in a.results.repeats
+    )
+    columns = ("intervention", "init_seed", "stream", "runs", "test losses", "outcome")
+    return Table("repeats", "Repeated runs", columns, rows)
+
+
+def _left_out(a: Analysis) -> Table | None:
+    if not a.results.left_out:
+        return None
+    rows = tuple((x.run, str(x.line), x.intervention, x.status) for x in a.results.left_out)
+    return Table("left_out", "Rows left out (status not 'done')", ("run", "line", "intervention", "status"), rows)
+
+
+def notes(analysis: Analysis) -> list[str]:
+    """The analysis-wide notes, including why variance components are missing."""
+    out = list(analysis.notes)
+    if analysis.components is None and analysis.components_note:
+        out.append(analysis.components_note)
+    return out
+
+
+def notes_markdown(analysis: Analysis) -> str:
+    items = notes(analysis)
+    return "\n## Notes\n\n" + "".join(f"- {_md_cell(n)}\n" for n in items) if items else ""
+
+
+# ---- renderings -------------------------------------------------------------
+
+
+def to_csv(items: list[Table]) -> str:
+    """Each table as CSV after a `# key` line; tables separated by a blank line."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for i, table in enumerate(items):
+        if i:
+            buffer.write("\n")
+        buffer.write(f"# {table.key}\n")
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+    return buffer.getvalue()
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(items: list[Table], heading: str = "##") -> str:
+    parts = []
+    for table in items:
+        lines = [f"{heading} {table.title}", ""]
+        lines.append("| " + " | ".join(_md_cell(c) for c in table.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in table.columns) + "|")
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_html(items: list[Table]) -> str:
+    parts = []
+    for table in items:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+        body = "".join(
+            "<tr>" + "".join(f'<td class="{_css(cell)}">{html.escape(cell)}</td>' for cell in row) + "</tr>"
+            for row in table.rows
+        )
+        title = html.escape(table.title)
+        parts.append(f"<h2>{title}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return "\n".join(parts)
+
+
+def _css(cell: str) -> str:
+    if cell.startswith(SIGNAL):
+        return "better" if "better" in cell else "worse"
+    if cell == UNDECIDED:
+        return "undecided"
+    if cell.startswith("REPRODUCIBILITY"):
+        return "failure"
+    return ""
+
+
+def render_rich(analysis: Analysis, console) -> None:
+    """Print the tables and notes to a rich console."""
+    from rich import box
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table as RichTable
+
+    failures = analysis.reproducibility_failures
+    if failures:
+        text = "\n".join(n for n in analysis.notes if n.startswith("REPRODUCIBILITY"))
+        console.print(Panel(escape(text), title="reproducibility failure", style="bold red"))
+    for table in tables(analysis):
+        rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+        for column in table.columns:
+            rich_table.add_column(column, overflow="fold", no_wrap=column not in PROSE)
+        for row in table.rows:
+            rich_table.add_row(*(_styled(cell) for cell in row))
+        console.print(rich_table)
+    for note in notes(analysis):
+        if not note.startswith("REPRODUCIBILITY"):
+            console.print(f"• {escape(note)}")
+
+
+def _styled(cell: str) -> str:
+    from rich.markup import escape
+
+    style = {"better": "bold green", "worse": "bold red", "undecided": "yellow", "failure": "bold red"}.get(_css(cell))
+    return f"[{style}]{escape(cell)}[/]" if style else escape(cell)

@@ -1,0 +1,123 @@
+"""Variance components of the baseline: initialisation vs the training loop.
+
+Model (REML, statsmodels MixedLM, crossed random effects in one group):
+    test_loss = mu + a[init_seed] + b[train stream] + e
+A run that is not re-seeded continues the RNG from its initialisation, so its
+training stream belongs to its init seed: such runs get a stream of their own
+("no re-seed @ init seed"). Explicit train seeds shared by several init seeds
+are crossed with them and get the random effect b; otherwise b cannot be told
+apart from e and is left out of the model.
+
+Variance from the training loop = var(b) + var(e) (what changes when only the
+stream changes); variance from initialisation = var(a).
+
+Needs baseline runs at >= 2 init seeds and >= 2 streams at one init seed
+(the study's L-shaped design qualifies, as does a full init x train grid).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from noisefloor.stats.table import BASELINE, NO_RESEED
+
+
+@dataclass(frozen=True)
+class Components:
+    n_runs: int
+    n_init_seeds: int
+    crossed: bool  # explicit train seeds shared across init seeds: var_stream estimated
+    var_init: float
+    var_stream: float | None
+    var_residual: float
+
+    @property
+    def var_train(self) -> float:
+        return (self.var_stream or 0.0) + self.var_residual
+
+    @property
+    def total(self) -> float:
+        return self.var_init + self.var_train
+
+    @property
+    def share_init(self) -> float | None:
+        return self.var_init / self.total if self.total > 0 else None
+
+    @property
+    def share_train(self) -> float | None:
+        return self.var_train / self.total if self.total > 0 else None
+
+    def to_json(self) -> dict:
+        return {
+            "method": "REML, statsmodels MixedLM (crossed random effects)",
+            "n_runs": self.n_runs,
+            "n_init_seeds": self.n_init_seeds,
+            "crossed": self.crossed,
+            "var_init": self.var_init,
+            "var_train_stream": self.var_stream,
+            "var_residual": self.var_residual,
+            "var_train": self.var_train,
+            "sd_init": self.var_init**0.5,
+            "sd_train": self.var_train**0.5,
+            "share_init": self.share_init,
+            "share_train": self.share_train,
+        }
+
+
+def variance_components(cells: pd.DataFrame) -> tuple[Components | None, str | None]:
+    """Fit the components on the baseline cells; (None, reason) when the design cannot."""
+    import statsmodels.formula.api as smf
+
+    base = cells[cells["intervention"] == BASELINE]
+    per_init = base.groupby("init_seed")["stream"].nunique()
+    if len(per_init) < 2 or per_init.max() < 2:
+        return None, (
+            "variance components need baseline runs at >= 2 init seeds and >= 2 training streams "
+            f"at one init seed (found {len(per_init)} init seed(s), at most {int(per_init.max())} stream(s) at one)"
+        )
+    data = pd.DataFrame(
+        {
+            "y": base["test_loss"].astype(float).to_numpy(),
+            "init": [str(s) for s in base["init_seed"]],
+            "stream": [
+                f"{NO_RESEED}@{init}" if stream == NO_RESEED else stream
+                for init, stream in zip(base["init_seed"], base["stream"])
+            ],
+            "group": 1,
+        }
+    )
+    shared = data[data["stream"].map(lambda s: not s.startswith(NO_RESEED))].groupby("stream")["init"].nunique()
+    crossed = bool((shared >= 2).any())
+    if data["y"].nunique() == 1:
+        return Components(len(data), len(per_init), crossed, 0.0, 0.0 if crossed else None, 0.0), None
+    # Centre and scale so the optimiser works on O(1) numbers; variances scale back by scale**2.
+    centre, scale = data["y"].mean(), data["y"].std(ddof=1)
+    data["y"] = (data["y"] - centre) / scale
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if crossed:  # crossed random effects: one group, a variance component each
+                vc = {"init": "0 + C(init)", "stream": "0 + C(stream)"}
+                fit = smf.mixedlm("y ~ 1", data, groups="group", re_formula="0", vc_formula=vc).fit(reml=True)
+                var = dict(zip(fit.model.exog_vc.names, (float(v) for v in fit.vcomp)))
+            else:  # nested: a random intercept per init seed
+                fit = smf.mixedlm("y ~ 1", data, groups="init").fit(reml=True)
+                var = {"init": float(fit.cov_re.iloc[0, 0])}
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        return None, f"variance components: the REML fit failed ({exc})"
+    var = {name: v * scale**2 for name, v in var.items()}
+    return (
+        Components(
+            n_runs=len(data),
+            n_init_seeds=len(per_init),
+            crossed=crossed,
+            var_init=max(var["init"], 0.0),
+            var_stream=max(var["stream"], 0.0) if crossed else None,
+            var_residual=max(float(fit.scale) * scale**2, 0.0),
+        ),
+        None,
+    )

@@ -1,0 +1,278 @@
+"""Read and validate a results CSV into a typed table of runs.
+
+Accepts `results.csv` from `noisefloor sweep` and tables typed by hand.
+Every mistake a user can make in the file becomes one UserError naming the
+file, the line (the header is line 1) and the column, and saying what to do.
+
+Output: a `Results` with one row per usable run, the rows left out (status
+other than `done`), and the repeats: runs with the same intervention, init
+seed and training stream. Repeats are collapsed into one *cell* (their mean
+loss); identical losses confirm repeatability, different ones are a
+reproducibility failure that the report shows prominently.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from noisefloor.errors import UserError
+
+BASELINE = "baseline"
+REQUIRED = ("intervention", "init_seed", "train_seed", "test_loss")
+NO_RESEED = "no re-seed"
+TRUE_WORDS = {"true": True, "false": False}
+CELL_KEYS = ("init_seed", "train_seed", "stream")
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A row whose status is not `done`: not an error, not analysed."""
+
+    run: str
+    line: int
+    intervention: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """Several rows with the same intervention, init seed and training stream."""
+
+    intervention: str
+    init_seed: int
+    stream: str
+    runs: tuple[str, ...]
+    test_losses: tuple[float, ...]
+
+    @property
+    def identical(self) -> bool:
+        return len(set(self.test_losses)) == 1
+
+
+@dataclass(frozen=True)
+class Results:
+    """The validated table.
+
+    runs:  one row per usable CSV row; columns run, line, intervention,
+           init_seed (int), train_seed (int or None), stream (str label),
+           test_loss (float), same_init (True/False/None), init_digest (str or None).
+    cells: one row per (intervention, init_seed, stream): test_loss is the mean
+           over repeats, runs the tuple of run names, same_init and init_digest
+           the first non-empty value among the repeats.
+    """
+
+    source: str
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    left_out: tuple[LeftOut, ...]
+    repeats: tuple[Repeat, ...]
+    sha256: str | None = None  # of the CSV file's bytes, when read from a file
+
+
+def stream_label(train_seed: int | None) -> str:
+    """One training stream: each train_seed value, and the run that is not re-seeded."""
+    return NO_RESEED if train_seed is None else f"train_seed={train_seed}"
+
+
+def resolve_csv(path: str | Path) -> Path:
+    """A sweep directory means its results.csv; a file is taken as it is."""
+    path = Path(path)
+    if path.is_dir():
+        csv_path = path / "results.csv"
+        if not csv_path.is_file():
+            raise UserError(f"{path}: directory has no results.csv; pass the CSV file or a sweep directory")
+        return csv_path
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory; pass a results CSV or a sweep directory")
+    return path
+
+
+def read_results(path: str | Path) -> Results:
+    """Read a results CSV (or SWEEP_DIR/results.csv) and validate it."""
+    csv_path = resolve_csv(path)
+    try:
+        data = csv_path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{csv_path}: cannot read ({exc.strerror})") from None
+    return results_from_bytes(data, str(csv_path))
+
+
+def results_from_bytes(data: bytes, source: str) -> Results:
+    """Validate the bytes of a results CSV; `source` names it in messages."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not UTF-8 text; save the table as a UTF-8 CSV") from None
+    return replace(results_from_text(text, source), sha256="sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def results_from_text(text: str, source: str) -> Results:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        numbered = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise UserError(f"{source}: not a readable CSV ({exc}); save the table as plain comma-separated text") from None
+    numbered = [(line, row) for line, row in numbered if any(cell.strip() for cell in row)]
+    if not numbered:
+        raise UserError(f"{source}: the file is empty; expected a header line with {', '.join(REQUIRED)}")
+    header = _check_header([name.strip() for name in numbered[0][1]], source)
+    for line, row in numbered[1:]:
+        if len(row) != len(header):
+            raise UserError(
+                f"{source}: line {line} has {len(row)} fields but the header has {len(header)}; "
+                "fix the commas on that line"
+            )
+    frame = pd.DataFrame([[cell.strip() for cell in row] for _, row in numbered[1:]], columns=header, dtype=object)
+    frame.insert(0, "_line", [line for line, _ in numbered[1:]])
+    return _validate(frame, source)
+
+
+def _check_header(header: list[str], source: str) -> list[str]:
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise UserError(f"{source}: column {name!r} appears twice in the header; keep one")
+        seen.add(name)
+    for name in REQUIRED:
+        if name not in seen:
+            close = difflib.get_close_matches(name, header, n=1)
+            hint = f" (did you mean {close[0]!r}? names are case-sensitive)" if close else ""
+            raise UserError(
+                f"{source}: missing required column {name!r}{hint}; "
+                f"the header needs {', '.join(REQUIRED)}"
+            )
+    return header
+
+
+def _validate(frame: pd.DataFrame, source: str) -> Results:
+    """Validate a frame of stripped strings (one column per CSV column, `_line` = CSV line)."""
+    columns = set(frame.columns)
+
+    records = []
+    left_out = []
+    run_lines: dict[str, int] = {}
+    for raw in frame.to_dict("records"):
+        line = int(raw["_line"])
+        where = f"{source}: line {line}"
+
+        def cell(name: str) -> str:
+            return raw.get(name) or ""
+
+        run = cell("run") or f"line {line}"
+        if cell("run"):
+            if run in run_lines:
+                raise UserError(
+                    f"{where}, column 'run': run name {run!r} already used on line {run_lines[run]}; "
+                    "give every run a unique name"
+                )
+            run_lines[run] = line
+        intervention = cell("intervention")
+        if not intervention:
+            raise UserError(f"{where}, column 'intervention': empty; write '{BASELINE}' or the intervention's name")
+        parts = intervention.split("+")
+        if len(parts) > 1 and (BASELINE in parts or any(not p for p in parts)):
+            raise UserError(
+                f"{where}, column 'intervention': {intervention!r} is not a valid combination; "
+                "join intervention names with '+' (e.g. grad-clip+no-dropout), without 'baseline'"
+            )
+        if "status" in columns and cell("status") != "done":
+            left_out.append(LeftOut(run, line, intervention, cell("status") or "(empty)"))
+            continue
+        init_seed = _integer(cell("init_seed"), f"{where}, column 'init_seed'", allow_empty=False)
+        train_seed = _integer(cell("train_seed"), f"{where}, column 'train_seed'", allow_empty=True)
+        records.append(
+            {
+                "run": run,
+                "line": line,
+                "intervention": intervention,
+                "init_seed": init_seed,
+                "train_seed": train_seed,
+                "stream": stream_label(train_seed),
+                "test_loss": _loss(cell("test_loss"), f"{where}, column 'test_loss'"),
+                "same_init": _boolean(cell("same_init"), f"{where}, column 'same_init'"),
+                "init_digest": cell("init_digest") or None,
+            }
+        )
+
+    runs = pd.DataFrame.from_records(
+        records,
+        columns=["run", "line", "intervention", *CELL_KEYS, "test_loss", "same_init", "init_digest"],
+    ).astype(object)
+    runs["test_loss"] = runs["test_loss"].astype(float)
+    cells, repeats = _collapse(runs)
+    return Results(source, runs, cells, tuple(left_out), tuple(repeats))
+
+
+def _integer(text: str, where: str, *, allow_empty: bool) -> int | None:
+    if not text:
+        if allow_empty:
+            return None
+        raise UserError(f"{where}: empty; every run needs its integer init seed")
+    try:
+        return int(text)
+    except ValueError:
+        empty = " (leave it empty for a run that is not re-seeded)" if allow_empty else ""
+        raise UserError(f"{where}: {text!r} is not an integer seed{empty}") from None
+
+
+def _loss(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{where}: {text!r} is not a number; write the run's test loss (e.g. 5.1234)") from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}: {text!r} is not a finite loss; fix the value or set the row's status to diverged")
+    return value
+
+
+def _boolean(text: str, where: str) -> bool | None:
+    if not text:
+        return None
+    try:
+        return TRUE_WORDS[text.lower()]
+    except KeyError:
+        raise UserError(f"{where}: {text!r} is not true or false (leave it empty when unknown)") from None
+
+
+def _collapse(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Repeat]]:
+    """One cell per (intervention, init seed, stream); repeats recorded."""
+    cells = []
+    repeats = []
+    keys = ["intervention", "init_seed", "stream"]
+    for (intervention, init_seed, stream), group in runs.groupby(keys, sort=False):
+        losses = tuple(float(v) for v in group["test_loss"])
+        names = tuple(group["run"])
+        if len(group) > 1:
+            repeats.append(Repeat(intervention, int(init_seed), stream, names, losses))
+        cells.append(
+            {
+                "intervention": intervention,
+                "init_seed": int(init_seed),
+                "train_seed": group["train_seed"].iloc[0],
+                "stream": stream,
+                "test_loss": losses[0] if len(set(losses)) == 1 else sum(losses) / len(losses),
+                "runs": names,
+                "same_init": _first_known(group["same_init"]),
+                "init_digest": _first_known(group["init_digest"]),
+            }
+        )
+    frame = pd.DataFrame.from_records(
+        cells, columns=["intervention", *CELL_KEYS, "test_loss", "runs", "same_init", "init_digest"]
+    ).astype(object)
+    frame["test_loss"] = frame["test_loss"].astype(float)
+    return frame, repeats
+
+
+def _first_known(values: pd.Series):
+    for value in values:
+        if value is not None:
+            return value
+    return None

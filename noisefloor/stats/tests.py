@@ -1,0 +1,137 @@
+"""Significance tests beside the 3-SD heuristic: Welch, paired, prediction, Holm, power.
+
+All two-sided. A test whose statistic is undefined (no spread in the data)
+returns p = None and says why, rather than a misleading 0 or NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import integrate
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+ALPHA = 0.05
+POWER = 0.80
+MAX_SEEDS = 1_000_000
+RELATIVE_NOISE = 1e-10
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: str  # "paired", "welch" or "prediction"
+    statistic: float | None
+    df: float | None
+    p_value: float | None
+    note: str | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _spread(values: Sequence[float], scale: float) -> bool:
+    """Spread beyond floating-point noise: decimal differences such as 5.0-5.1 and 5.1-5.2
+    differ in their last bits, which would give a t statistic of 1e14 and p ~ 1e-15."""
+    return max(values) - min(values) > RELATIVE_NOISE * max(1.0, scale)
+
+
+def welch(intervention: Sequence[float], floor: Sequence[float]) -> TestResult:
+    """Welch's unequal-variance t-test of the intervention's runs against the floor's runs."""
+    scale = max(abs(v) for v in [*intervention, *floor])
+    if not (_spread(intervention, scale) or _spread(floor, scale)):
+        return TestResult("welch", None, None, None, "no spread in either sample: the t-test is undefined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sps.ttest_ind(intervention, floor, equal_var=False)
+    return TestResult("welch", float(res.statistic), float(res.df), float(res.pvalue))
+
+
+def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResult:
+    """Paired t-test on intervention - baseline at the same init seed and training stream."""
+    differences = [a - b for a, b in zip(intervention, baseline, strict=True)]
+    if not _spread(differences, max(abs(v) for v in [*intervention, *baseline])):
+        return TestResult("paired", None, None, None, "all paired differences are equal: the t-test is undefined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sps.ttest_rel(intervention, baseline)
+    return TestResult("paired", float(res.statistic), float(res.df), float(res.pvalue))
+
+
+def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
+    """The test behind the 3-SD verdict: delta / (sd · factor) ~ t(df) when there is no effect."""
+    if sd == 0:
+        return TestResult("prediction", None, df, None, "the floor has no spread: the test is undefined")
+    statistic = delta / (sd * factor)
+    return TestResult("prediction", statistic, df, float(2.0 * sps.t.sf(abs(statistic), df)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (family-wise error), via statsmodels."""
+    if not p_values:
+        return []
+    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+
+
+def two_sample_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided two-sample t-test with n runs per arm at effect size |delta| / sd.
+
+    Noncentral t with df = 2n - 2 and noncentrality effect·sqrt(n/2) (scipy). Where
+    scipy's noncentral t returns NaN (very large noncentrality at small df), the same
+    probability is integrated directly: T = (Z + nc) / sqrt(V/df), V ~ chi2(df), so
+    P(|T| > c) = E_V[Phi(nc - c·sqrt(V/df)) + Phi(-nc - c·sqrt(V/df))].
+    """
+    df = 2 * n - 2
+    nc = abs(effect) * math.sqrt(n / 2.0)
+    critical = float(sps.t.isf(alpha / 2.0, df))
+    power = float(sps.nct.sf(critical, df, nc) + sps.nct.cdf(-critical, df, nc))
+    if math.isfinite(power):
+        return power
+
+    def integrand(v: float) -> float:
+        scale = critical * math.sqrt(v / df)
+        return (sps.norm.cdf(nc - scale) + sps.norm.cdf(-nc - scale)) * sps.chi2.pdf(v, df)
+
+    lo, hi = sps.chi2.ppf(1e-15, df), sps.chi2.isf(1e-15, df)
+    value, _ = integrate.quad(integrand, lo, hi, limit=200)
+    return min(max(float(value), 0.0), 1.0)
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """Smallest runs per arm for a two-sided two-sample t-test to detect `delta` with this SD.
+
+    None when there is nothing to detect (delta = 0), no spread to size it by
+    (sd = 0), or more than MAX_SEEDS would be needed. Starts from the normal
+    approximation 2 ((z_{1-alpha/2} + z_power) / effect)^2, brackets, then bisects.
+    """
+    if sd == 0 or delta == 0 or not math.isfinite(delta / sd):
+        return None
+    effect = abs(delta) / sd
+
+    def enough(n: int) -> bool:
+        return two_sample_power(effect, n, alpha) >= power
+
+    if enough(2):
+        return 2
+    normal = 2.0 * ((sps.norm.isf(alpha / 2.0) + sps.norm.ppf(power)) / effect) ** 2
+    guess = max(3, min(math.ceil(normal), MAX_SEEDS))
+    step = max(1, guess // 16)
+    if enough(guess):  # enough(hi) holds; walk down until not enough(lo)
+        hi, lo = guess, max(2, guess - step)
+        while lo > 2 and enough(lo):
+            hi, lo, step = lo, max(2, lo - step), step * 2
+    else:  # not enough(lo); walk up until enough(hi)
+        lo, hi = guess, guess + step
+        while not enough(hi):
+            lo, hi, step = hi, hi + step, step * 2
+            if hi > MAX_SEEDS:
+                return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
