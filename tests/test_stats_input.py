@@ -149,16 +149,18 @@ def _json(path, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_same_init_comes_from_init_digest_and_the_digest_wins(tmp_path):
+def test_same_init_comes_from_the_column_else_from_init_digest(tmp_path):
     columns = ("run", "intervention", "init_seed", "train_seed", "test_loss", "same_init", "init_digest")
     rows = [dict(r, init_digest="sha256:aa" if r["init_seed"] == 42 else f"sha256:{r['init_seed']}") for r in study_rows(BASE)]
     rows += [
         dict(run("a", 42, None, 5.10), init_digest="sha256:aa"),  # no same_init: derived -> true
         dict(run("b", 42, None, 5.10), init_digest="sha256:bb"),  # derived -> false
-        dict(run("c", 42, None, 5.10, True), init_digest="sha256:cc"),  # column says true, digest says false
+        dict(run("c", 42, None, 5.10, True), init_digest="sha256:cc"),  # extra tensors: whole digest differs, column true
+        dict(run("d", 42, None, 5.10, False), init_digest="sha256:aa"),  # column false, digest equal: contradiction
     ]
     verdicts = {v.intervention: v for v in analyse(write_csv(tmp_path / "r.csv", rows, columns)).verdicts}
     assert (verdicts["a"].same_init, verdicts["a"].floor_kind, verdicts["a"].same_init_source) == (True, "train", "init_digest")
     assert (verdicts["b"].same_init, verdicts["b"].floor_kind) == (False, "init")
-    assert verdicts["c"].same_init is False and verdicts["c"].floor_kind == "init"
-    assert any("contradicts init_digest" in n for n in verdicts["c"].notes)
+    assert (verdicts["c"].same_init, verdicts["c"].floor_kind, verdicts["c"].same_init_source) == (True, "train", "same_init column")
+    assert verdicts["d"].same_init is False and verdicts["d"].floor_kind == "init"
+    assert any("init_digest equals the baseline's" in n for n in verdicts["d"].notes)

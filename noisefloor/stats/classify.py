@@ -6,9 +6,9 @@
 every number in a report is the number `classify` computes from that CSV.
 
 Rules (documented in the README, "Analysis: classify and report"):
-- same_init per run: from init_digest when the run and the baseline at the
-  same init seed both have one (the measured fact wins over the column),
-  else from the same_init column, else unknown. An intervention is same-init
+- same_init per run: from the same_init column (the sweep compares the tensors
+  a run shares with the baseline), else from init_digest when the run and the
+  baseline at its init seed both have one, else unknown. An intervention is same-init
   only when all its runs are; unknown or mixed -> the init floor (conservative).
 - same-init interventions -> training-loop floor. Its SD comes from the
   largest training-loop floor among the intervention's init seeds, else the
@@ -276,19 +276,21 @@ class _Baseline:
 
 
 def _same_init_of_cell(cell, digests: dict[int, set[str]]) -> tuple[bool | None, str, str | None]:
-    """(same_init, source, conflict note) for one intervention cell."""
+    """(same_init, source, conflict note) for one intervention cell.
+
+    The same_init column wins: `noisefloor sweep` compares the tensors a run
+    shares with the baseline, so a run with extra tensors (a new QKV bias
+    under per-parameter init) is same-init although its whole-state digest
+    differs. init_digest decides only when the column is empty.
+    """
     known = digests.get(int(cell.init_seed), set())
-    if cell.init_digest and len(known) == 1:
-        from_digest = cell.init_digest in known
-        conflict = None
-        if cell.same_init is not None and cell.same_init != from_digest:
-            conflict = (
-                f"run {cell.runs[0]}: same_init={str(cell.same_init).lower()} contradicts init_digest "
-                f"({'equal to' if from_digest else 'different from'} the baseline's); using the digest"
-            )
-        return from_digest, "init_digest", conflict
     if cell.same_init is not None:
-        return cell.same_init, "same_init column", None
+        conflict = None
+        if cell.same_init is False and cell.init_digest and cell.init_digest in known:
+            conflict = f"run {cell.runs[0]}: same_init=false, yet its init_digest equals the baseline's; using the column"
+        return cell.same_init, "same_init column", conflict
+    if cell.init_digest and len(known) == 1:
+        return cell.init_digest in known, "init_digest", None
     return None, "unknown", None
 
 
