@@ -12,13 +12,14 @@ metadata, NaN/Infinity literals, lone surrogates, ranks above 64. All checks use
 Python ints before anything is allocated; every failure is a `UserError`
 naming the file and the fault (one line, exit 2 in the CLI).
 
-Data is mapped with mmap and read zero-copy. Streaming readers (`chunks`,
-the digests, `compare`) go through bounded chunks and tell the kernel to drop
-each chunk's pages from the process once read, so a 2 GB checkpoint is
-compared with a few MB of resident memory.
+Data. `tensor_bytes` maps the file (mmap) and hands out zero-copy views.
+Streaming (`chunks`, the digests, `compare`) reads with pread into one reused
+2 MB buffer per file, so a 2 GB checkpoint is compared with a few MB of
+memory, and a file truncated underneath is an error rather than a SIGBUS.
 
-Comparison. Bytes are compared chunk by chunk; element statistics are
-computed only in a chunk whose bytes differ. An element differs when its
+Comparison. Bytes are compared chunk by chunk with memcmp (bytearray ==),
+as fast as `cmp`; numpy is imported and element statistics are computed
+only for a chunk whose bytes differ, so identical files never load numpy. An element differs when its
 bytes differ: a NaN with another payload, or -0.0 against 0.0, is a
 difference even where `==` would say otherwise. ULP distance is the distance
 between the two bit patterns in the monotonic order of the format (integers:
@@ -36,14 +37,15 @@ import math
 import mmap
 import os
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError
+
+if TYPE_CHECKING:  # numpy is imported only where bytes differ: identical files never pay for it
+    import numpy as np
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's cap
 # Structural characters (, : { [) allowed in a header. Each can make Python
@@ -52,7 +54,7 @@ MAX_HEADER_BYTES = 100_000_000  # the reference implementation's cap
 MAX_HEADER_VALUES = 2_000_000
 MAX_RANK = 64  # numpy's own limit; no real tensor comes near
 MAX_NAME_IN_MESSAGE = 80
-CHUNK_BYTES = 4 << 20  # bytes compared per step: a multiple of every element size
+CHUNK_BYTES = 2 << 20  # bytes read and compared per step: a multiple of every element size, cache-friendly
 STATS_BLOCK = 1 << 15  # elements per step of the statistics where bytes differ: temporaries stay in cache
 _USIZE_MAX = 2**64 - 1
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
@@ -65,6 +67,8 @@ INIT_FILE = "init.safetensors"
 
 def _minifloat_table(exp_bits: int, man_bits: int, bias: int, special: Callable[[int, int, int], float | None]) -> np.ndarray:
     """Values of all 256 bit patterns of an 8-bit float (float32 holds them all exactly)."""
+    import numpy as np
+
     values = np.empty(256, dtype=np.float32)
     for byte in range(256):
         sign, exp, man = byte >> 7, (byte >> man_bits) & ((1 << exp_bits) - 1), byte & ((1 << man_bits) - 1)
@@ -89,6 +93,11 @@ def _e5m2(sign: int, exp: int, man: int) -> float | None:
     return None
 
 
+def _e8m0(sign: int, exp: int, man: int) -> float | None:
+    """Unsigned, exponent only (8 exponent bits: `exp` is the whole byte): 2**(exp - 127); 0xFF is NaN."""
+    return math.nan if exp == 0xFF else math.ldexp(1.0, exp - 127)
+
+
 def _fnuz(sign: int, exp: int, man: int) -> float | None:
     return math.nan if (sign, exp, man) == (1, 0, 0) else None  # the "-0" pattern is the only NaN
 
@@ -108,8 +117,9 @@ class DType:
         return max(self.bits // 8, 1)
 
     @property
-    def bit_type(self) -> np.dtype:
-        return np.dtype(f"<u{self.itemsize}")
+    def bit_type(self) -> str:
+        """The numpy type that holds one element's bits."""
+        return f"<u{self.itemsize}"
 
 
 DTYPES: dict[str, DType] = {
@@ -137,7 +147,7 @@ DTYPES: dict[str, DType] = {
             "F8_E8M0",
             8,
             "ufloat",
-            functools.cache(lambda: np.array([math.ldexp(1.0, b - 127) for b in range(255)] + [math.nan], dtype=np.float32)),
+            functools.cache(lambda: _minifloat_table(8, 0, 127, _e8m0)),
         ),
         DType("F4", 4, "packed"),
         DType("F6_E2M3", 6, "packed"),
@@ -146,40 +156,58 @@ DTYPES: dict[str, DType] = {
 }
 
 
-def decode(dtype: DType, bits: np.ndarray) -> np.ndarray:
-    """Values of an array of raw bit patterns: float32 for floats up to 32 bits, float64 for F64, complex64 for C64."""
+def decode(dtype: DType, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Values of raw bit patterns: float32 for floats up to 32 bits, float64 for F64, complex64 for C64.
+
+    `out` (float32, for the formats that need converting) avoids allocating.
+    """
+    import numpy as np
+
     if dtype.table is not None:
-        return dtype.table()[bits]
-    if dtype.name == "BF16":
-        return (bits.astype(np.uint32) << 16).view(np.float32)
+        return np.take(dtype.table(), bits, out=out)
+    if dtype.name == "BF16":  # the top half of a float32
+        wide = np.left_shift(bits, 16, dtype=np.uint32, out=None if out is None else out.view(np.uint32))
+        return wide.view(np.float32)
     if dtype.name == "F16":
-        return bits.view(np.float16).astype(np.float32)
+        if out is None:
+            return bits.view(np.float16).astype(np.float32)
+        out[...] = bits.view(np.float16)
+        return out
     return bits.view({"F32": np.float32, "F64": np.float64, "C64": np.complex64}[dtype.name])
 
 
-def order_key(dtype: DType, bits: np.ndarray) -> np.ndarray:
+def order_key(dtype: DType, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Bit patterns mapped to integers whose order is the numeric order.
 
     Sign-magnitude floats: x ^ 0b0111..1 for negatives, read as signed, so
     -0.0 is -1 and +0.0 is 0 (adjacent). Two's complement ints: the signed
     view. Unsigned ints, BOOL and F8_E8M0: the bits themselves. The ULP distance
-    (floats) or |a - b| (ints) is `key_distance` of two keys.
+    (floats) or |a - b| (ints) is `key_distance` of two keys. `out` (signed, the
+    width of `bits`) avoids allocating.
     """
+    import numpy as np
+
     if dtype.kind == "float":
         signed = bits.view(bits.dtype.str.replace("u", "i"))
-        flip = signed >> (8 * bits.dtype.itemsize - 1)
-        flip &= signed.dtype.type(np.iinfo(signed.dtype).max)
-        flip ^= signed
-        return flip
+        flip = np.right_shift(signed, 8 * bits.dtype.itemsize - 1, out=out)  # -1 for negatives, else 0
+        np.bitwise_and(flip, np.iinfo(signed.dtype).max, out=flip)
+        return np.bitwise_xor(flip, signed, out=flip)
     if dtype.kind == "sint":
         return bits.view(bits.dtype.str.replace("u", "i"))
     return bits
 
 
-def key_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|a - b| of two key arrays, exact: computed as max - min in the unsigned type of the same width."""
+def key_distance(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, spare: np.ndarray | None = None) -> np.ndarray:
+    """|a - b| of two key arrays, exact: max - min in the unsigned type of the same width.
+
+    `out` and `spare` (the keys' type) avoid allocating; the result is `out` viewed as unsigned.
+    """
+    import numpy as np
+
     unsigned = a.dtype.str.replace("i", "u")
-    return np.maximum(a, b).view(unsigned) - np.minimum(a, b).view(unsigned)
+    high = np.maximum(a, b, out=out).view(unsigned)
+    low = np.minimum(a, b, out=spare).view(unsigned)
+    return np.subtract(high, low, out=high)
 
 
 # ------------------------------------------------------------------ reading
@@ -370,24 +398,27 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
 
 
 class SafetensorsFile:
-    """A validated safetensors file, mapped read-only. Use as a context manager.
+    """A validated safetensors file, open for reading. Use as a context manager.
 
     `metadata` is the `__metadata__` dict (or None); `tensors` maps each name,
-    sorted, to its `TensorInfo`. Tensor bytes come zero-copy from the mapping.
+    sorted, to its `TensorInfo`. `tensor_bytes` gives one tensor zero-copy
+    through mmap; `chunks` streams one through a small reused buffer.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._mmap: mmap.mmap | None = None
+        self._fd: int | None = None
         fd, self.size = _open_regular(self.path)
         try:
-            header_size = self._read_header(fd)
-            self.data_start = 8 + header_size
-            self._mmap: mmap.mmap | None = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            self.data_start = 8 + self._read_header(fd)
         except OSError as exc:
-            raise UserError(f"{self.path}: cannot read ({exc.strerror})") from None
-        finally:
             os.close(fd)
-        self._view: memoryview | None = memoryview(self._mmap)
+            raise UserError(f"{self.path}: cannot read ({exc.strerror})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def _read_header(self, fd: int) -> int:
         if self.size < 8:
@@ -419,64 +450,67 @@ class SafetensorsFile:
             raise UserError(f"{self.path}: no tensor {_show(name)}") from None
 
     def tensor_bytes(self, name: str) -> memoryview:
-        """The raw little-endian bytes of one tensor, zero-copy (release before `close`)."""
-        info = self.info(name)
-        return self._data()[self.data_start + info.begin : self.data_start + info.end]
+        """The raw little-endian bytes of one tensor, zero-copy from a read-only mapping.
 
-    def chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
-        """A tensor's bytes in order, `chunk_bytes` at a time (zero-copy), in bounded memory.
-
-        Each chunk's pages are dropped from this process once the next is asked
-        for (they stay in the page cache), so resident memory stays near one chunk.
+        A view kept after `close` keeps the mapping alive until it is released.
         """
         info = self.info(name)
-        view = self._data()
-        for start in range(self.data_start + info.begin, self.data_start + info.end, chunk_bytes):
-            stop = min(start + chunk_bytes, self.data_start + info.end)
-            chunk = view[start:stop]
+        if self._mmap is None:
             try:
-                yield chunk
-            finally:
-                try:
-                    chunk.release()
-                except BufferError:
-                    pass  # the caller still holds an array over it; it goes with that array
-                self._drop_pages(start, stop)
+                self._mmap = mmap.mmap(self._open_fd(), 0, access=mmap.ACCESS_READ)
+            except OSError as exc:
+                raise UserError(f"{self.path}: cannot map ({exc.strerror})") from None
+        return memoryview(self._mmap)[self.data_start + info.begin : self.data_start + info.end]
 
-    def _drop_pages(self, start: int, stop: int) -> None:
-        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        first = start - start % mmap.PAGESIZE
-        try:
-            self._mmap.madvise(mmap.MADV_DONTNEED, first, stop - first)
-        except OSError:
-            pass  # only an optimisation: the pages stay reclaimable page cache either way
+    def chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytearray]:
+        """A tensor's bytes in order, `chunk_bytes` at a time, read into one reused buffer.
 
-    def _data(self) -> memoryview:
-        if self._view is None:
+        Memory stays at one buffer whatever the tensor's size. Each chunk is
+        valid until the next is asked for: copy what you keep. Chunks are
+        bytearrays, so `chunk_a == chunk_b` is a memcmp.
+        """
+        info = self.info(name)
+        fd = self._open_fd()
+        buffer = bytearray(min(chunk_bytes, info.nbytes))
+        for start in range(self.data_start + info.begin, self.data_start + info.end, chunk_bytes):
+            size = min(chunk_bytes, self.data_start + info.end - start)
+            chunk = buffer if size == len(buffer) else bytearray(size)  # the last, shorter one
+            view = memoryview(chunk)
+            done = 0
+            while done < size:
+                got = os.preadv(fd, [view[done:]], start + done)
+                if not got:
+                    raise UserError(f"{self.path}: file shrank while being read (was it overwritten?)")
+                done += got
+            view.release()
+            yield chunk
+
+    def _open_fd(self) -> int:
+        if self._fd is None:
             raise ValueError(f"{self.path}: file is closed")
-        return self._view
+        return self._fd
 
     def close(self) -> None:
-        """Unmap the file. Views still held elsewhere keep the mapping alive until they go."""
-        if self._view is not None:
-            try:
-                self._view.release()
-            except BufferError:
-                pass
-            self._view = None
+        """Close the file. Views from `tensor_bytes` still held elsewhere keep the mapping alive."""
         if self._mmap is not None:
             try:
                 self._mmap.close()
             except BufferError:
-                pass  # a caller still holds a view: the mapping is freed with it
+                pass  # a caller still holds a view: the mapping goes with it
             self._mmap = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> SafetensorsFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            self.close()
 
 
 def open_safetensors(path: str | os.PathLike[str]) -> SafetensorsFile:
@@ -610,11 +644,17 @@ class Comparison:
             ],
             "differences": [
                 {
-                    **asdict(d),
+                    "name": d.name,
+                    "dtype": d.dtype,
                     "shape": list(d.shape),
-                    "first_index": list(d.first_index),
+                    "differing": d.differing,
+                    "total": d.total,
                     "fraction": d.fraction,
+                    "unit": d.unit,
                     "max_abs_diff": _json_number(d.max_abs_diff),
+                    "max_ulp": d.max_ulp,
+                    "nan_mismatches": d.nan_mismatches,
+                    "first_index": list(d.first_index),
                 }
                 for d in self.differences
             ],
@@ -637,7 +677,7 @@ class Comparison:
         lines += [f"  {_show(m.name)}: {m.reason}" for m in self.mismatches]
         for d in self.differences:
             unit = "elements" if d.unit == "element" else "bytes"
-            text = f"  {_show(d.name)} {d.dtype} {list(d.shape)}: {d.differing:,} of {d.total:,} {unit} differ ({d.fraction:.3g})"
+            text = f"  {_show(d.name)} {d.dtype} {list(d.shape)}: {d.differing:,} of {d.total:,} {unit} differ ({100 * d.fraction:.3g}%)"
             if d.max_ulp is not None:
                 text += f"; max |a-b| {_number(d.max_abs_diff)}; max ULP {d.max_ulp:,}"
             if d.nan_mismatches:
@@ -697,7 +737,12 @@ def _size(nbytes: int) -> str:
 
 
 class _DiffStats:
-    """Element statistics over the chunks of one tensor whose bytes differ."""
+    """Element statistics over the chunks of one tensor whose bytes differ.
+
+    Work happens in blocks of STATS_BLOCK elements in arrays allocated once
+    (`_work`): the loop allocates nothing, so its speed does not depend on
+    the allocator (fresh large temporaries cost an mmap and page faults each).
+    """
 
     def __init__(self, info: TensorInfo) -> None:
         self.info = info
@@ -706,16 +751,29 @@ class _DiffStats:
         self.first: int | None = None
         self.max_abs: float | int | None = None
         self.max_ulp: int | None = None
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+
+    def _work(self, tag: str, dtype: Any, size: int) -> np.ndarray:
+        import numpy as np
+
+        key = (tag, np.dtype(dtype).str)
+        array = self._arrays.get(key)
+        if array is None or array.size < size:
+            array = self._arrays[key] = np.empty(max(size, STATS_BLOCK), dtype)
+        return array[:size]
 
     def add(self, a: np.ndarray, b: np.ndarray, byte_offset: int) -> None:
         """Account for one chunk (uint8 arrays) starting `byte_offset` bytes into the tensor."""
         bits_a, bits_b = a.view(self.dtype.bit_type), b.view(self.dtype.bit_type)
         first = byte_offset // self.dtype.itemsize
-        for start in range(0, bits_a.size, STATS_BLOCK):  # cache-sized blocks keep the temporaries cheap
+        for start in range(0, bits_a.size, STATS_BLOCK):  # cache-sized blocks
             self._add_block(bits_a[start : start + STATS_BLOCK], bits_b[start : start + STATS_BLOCK], first + start)
 
     def _add_block(self, bits_a: np.ndarray, bits_b: np.ndarray, first: int) -> None:
-        differ = bits_a != bits_b
+        import numpy as np
+
+        work = self._work
+        differ = np.not_equal(bits_a, bits_b, out=work("differ", bool, bits_a.size))
         count = int(np.count_nonzero(differ))
         if not count:
             return
@@ -725,34 +783,56 @@ class _DiffStats:
         if self.dtype.kind == "packed":
             return
         if count < differ.size:
-            bits_a, bits_b = bits_a[differ], bits_b[differ]
-        del differ
+            bits_a = np.compress(differ, bits_a, out=work("bits_a", bits_a.dtype, count))
+            bits_b = np.compress(differ, bits_b, out=work("bits_b", bits_b.dtype, count))
         if self.dtype.kind in ("uint", "sint"):
-            distance = int(key_distance(order_key(self.dtype, bits_a), order_key(self.dtype, bits_b)).max())
+            distance = int(self._ulps(self.dtype, bits_a, bits_b).max())
             self._update(distance, distance)
             return
-        values_a, values_b = decode(self.dtype, bits_a), decode(self.dtype, bits_b)
-        nan = np.isnan(values_a)
-        nan |= np.isnan(values_b)
+        converted = np.float32 if self.dtype.name in ("F16", "BF16") or self.dtype.table else None
+        values_a = decode(self.dtype, bits_a, out=converted and work("values_a", converted, count))
+        values_b = decode(self.dtype, bits_b, out=converted and work("values_b", converted, count))
+        nan = work("nan", bool, count)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are data here, not accidents
+            if self.dtype.kind == "complex":
+                np.logical_or(np.isnan(values_a, out=nan), np.isnan(values_b, out=work("nan_b", bool, count)), out=nan)
+                gap = self._complex_gap(bits_a, bits_b, values_a, values_b)
+            else:  # every pair here differs, so never inf - inf: NaN exactly where an input is
+                gap = np.subtract(values_a, values_b, out=work("gap", values_a.dtype, count))
+                np.isnan(gap, out=nan)
+                np.abs(gap, out=gap)
         nans = int(np.count_nonzero(nan))
         self.nan += nans
         if nans == count:
             return
-        usable = ~nan if nans else True
+        keep = np.logical_not(nan, out=nan) if nans else True
         if self.dtype.kind == "complex":  # ULP over the float32 parts
-            key_dtype, bits_a, bits_b = DTYPES["F32"], bits_a.view(np.uint32), bits_b.view(np.uint32)
-            usable = np.repeat(usable, 2) if nans else True
+            ulp = self._ulps(DTYPES["F32"], bits_a.view(np.uint32), bits_b.view(np.uint32)).reshape(-1, 2)
+            max_ulp = int(np.max(ulp, where=keep if nans == 0 else keep[:, None], initial=0))
         else:
-            key_dtype = self.dtype
-        ulp = key_distance(order_key(key_dtype, bits_a), order_key(key_dtype, bits_b))
-        max_ulp = int(np.max(ulp, where=usable, initial=0))
-        with np.errstate(over="ignore", invalid="ignore"):
-            gap = np.abs(values_a - values_b)
-            max_abs = float(np.max(gap, where=~nan if nans else True, initial=0))
-            if math.isinf(max_abs) and values_a.dtype == np.float32:  # float32 overflowed: redo exactly
-                gap = np.abs(values_a.astype(np.float64) - values_b.astype(np.float64))
-                max_abs = float(np.max(gap, where=~nan if nans else True, initial=0))
+            max_ulp = int(np.max(self._ulps(self.dtype, bits_a, bits_b), where=keep, initial=0))
+        max_abs = float(np.max(gap, where=keep, initial=0))
+        if math.isinf(max_abs) and gap.dtype == np.float32:  # float32 overflowed: redo in float64 (rare)
+            with np.errstate(over="ignore", invalid="ignore"):
+                exact = np.abs(values_a.astype(np.float64) - values_b.astype(np.float64))
+            max_abs = float(np.max(exact, where=keep, initial=0))
         self._update(max_abs, max_ulp)
+
+    def _complex_gap(self, bits_a: np.ndarray, bits_b: np.ndarray, values_a: np.ndarray, values_b: np.ndarray) -> np.ndarray:
+        """|a - b| of complex64 pairs in float64; a part with equal bits contributes 0 (even inf vs inf)."""
+        import numpy as np
+
+        parts = np.subtract(values_a.view(np.float32), values_b.view(np.float32), dtype=np.float64, out=self._work("parts", np.float64, 2 * values_a.size))
+        same = np.equal(bits_a.view(np.uint32), bits_b.view(np.uint32), out=self._work("same", bool, parts.size))
+        np.copyto(parts, 0.0, where=same)
+        pairs = parts.reshape(-1, 2)
+        return np.hypot(pairs[:, 0], pairs[:, 1], out=self._work("gap", np.float64, values_a.size))
+
+    def _ulps(self, dtype: DType, bits_a: np.ndarray, bits_b: np.ndarray) -> np.ndarray:
+        signed = bits_a.dtype.str.replace("u", "i")
+        key_a = order_key(dtype, bits_a, out=self._work("key_a", signed, bits_a.size))
+        key_b = order_key(dtype, bits_b, out=self._work("key_b", signed, bits_b.size))
+        return key_distance(key_a, key_b, out=self._work("high", key_a.dtype, key_a.size), spare=self._work("low", key_a.dtype, key_a.size))
 
     def _update(self, max_abs: float | int, max_ulp: int) -> None:
         self.max_abs = max_abs if self.max_abs is None else max(self.max_abs, max_abs)
@@ -762,7 +842,7 @@ class _DiffStats:
         if self.first is None:
             return None
         info, packed = self.info, self.dtype.kind == "packed"
-        first = (self.first,) if packed else tuple(int(i) for i in np.unravel_index(self.first, info.shape))
+        first = (self.first,) if packed else _unravel(self.first, info.shape)
         return TensorDifference(
             name=info.name,
             dtype=info.dtype,
@@ -777,22 +857,26 @@ class _DiffStats:
         )
 
 
-def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.size % 8 == 0:
-        a, b = a.view(np.uint64), b.view(np.uint64)
-    return bool(np.array_equal(a, b))
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The C-order multi-dimensional index of a flat element index."""
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        index.append(i)
+    return tuple(reversed(index))
 
 
 def _compare_bytes(fa: SafetensorsFile, fb: SafetensorsFile, info: TensorInfo, chunk_bytes: int) -> TensorDifference | None:
+    """memcmp chunk by chunk; numpy is imported and statistics computed only for chunks that differ."""
     stats: _DiffStats | None = None
     offset = 0
     for chunk_a, chunk_b in zip(fa.chunks(info.name, chunk_bytes), fb.chunks(info.name, chunk_bytes)):
-        a, b = np.frombuffer(chunk_a, np.uint8), np.frombuffer(chunk_b, np.uint8)
-        if not _same_bytes(a, b):
+        if chunk_a != chunk_b:
+            import numpy as np
+
             stats = stats or _DiffStats(info)
-            stats.add(a, b, offset)
-        offset += a.size
-        del a, b, chunk_a, chunk_b  # let the reader release and drop the pages
+            stats.add(np.frombuffer(chunk_a, np.uint8), np.frombuffer(chunk_b, np.uint8), offset)
+        offset += len(chunk_a)
     return stats.result() if stats else None
 
 

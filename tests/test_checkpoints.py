@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cmath
 import json
 import math
 import os
@@ -402,27 +403,31 @@ def test_streaming_keeps_memory_bounded(tmp_path):
     assert int(out) < 40, f"peak resident memory grew by {out} MB for 96 MB of files"
 
 
-def test_torch_is_never_imported(tmp_path):
+def test_torch_is_never_imported_and_numpy_only_for_differences(tmp_path):
     a = save(tmp_path / "a.safetensors", model())
-    b = save(tmp_path / "b.safetensors", flip_bit(model(), "wte.weight", 0, 0))
+    b = save(tmp_path / "b.safetensors", model())
+    c = save(tmp_path / "c.safetensors", flip_bit(model(), "wte.weight", 0, 0))
     out = _in_subprocess(
         """
         import sys
         from noisefloor.checkpoints import file_digest
         from noisefloor.cli import main
-        code = main(["verify-identical", sys.argv[1], sys.argv[2], "--json"])
+        same = main(["verify-identical", sys.argv[1], sys.argv[2]])
         file_digest(sys.argv[1])
-        print(code, "torch" in sys.modules)
+        numpy = "numpy" in sys.modules
+        different = main(["verify-identical", sys.argv[1], sys.argv[3], "--json"])
+        print(same, numpy, different, "torch" in sys.modules)
         """,
         a,
         b,
+        c,
     )
-    assert out.splitlines()[-1] == "1 False"
+    assert out.splitlines()[-1] == "0 False 1 False"
 
 
 # ------------------------------------------------------------------ statistics against a plain-Python reference
 
-REFERENCE_DTYPES = ["F32", "F16", "BF16", "F64", "F8_E4M3", "F8_E5M2", "I32", "I64", "U8", "U64"]
+REFERENCE_DTYPES = ["F32", "F16", "BF16", "F64", "C64", "F8_E4M3", "F8_E5M2", "I32", "I64", "U8", "U64"]
 
 
 def reference_value(dtype: str, raw: bytes) -> float | int:
@@ -432,13 +437,18 @@ def reference_value(dtype: str, raw: bytes) -> float | int:
         return int.from_bytes(raw, "little")
     if dtype == "BF16":
         return struct.unpack("<f", b"\0\0" + raw)[0]
+    if dtype == "C64":
+        return complex(*struct.unpack("<ff", raw))
     if dtype.startswith("F8"):
         return float(decode(DTYPES[dtype], np.frombuffer(raw, np.uint8))[0])
     return struct.unpack({"F16": "<e", "F32": "<f", "F64": "<d"}[dtype], raw)[0]
 
 
-def reference_ulp(raw_a: bytes, raw_b: bytes) -> int:
+def reference_ulp(raw_a: bytes, raw_b: bytes, parts: int = 1) -> int:
     """Sign-magnitude bits on one number line: +x at magnitude x, -x at -magnitude-1."""
+
+    if parts == 2:  # C64: the worse of the two float32 parts
+        return max(reference_ulp(raw_a[:4], raw_b[:4]), reference_ulp(raw_a[4:], raw_b[4:]))
 
     def position(raw: bytes) -> int:
         bits = int.from_bytes(raw, "little")
@@ -446,6 +456,14 @@ def reference_ulp(raw_a: bytes, raw_b: bytes) -> int:
         return -(bits - sign) - 1 if bits & sign else bits
 
     return abs(position(raw_a) - position(raw_b))
+
+
+def reference_gap(dtype: str, raw_a: bytes, raw_b: bytes) -> float:
+    """|a - b|; for C64 per part, a part with equal bits contributing 0 (so inf vs inf is 0, not NaN)."""
+    if dtype != "C64":
+        return abs(reference_value(dtype, raw_a) - reference_value(dtype, raw_b))
+    parts = [0.0 if raw_a[i : i + 4] == raw_b[i : i + 4] else reference_value("F32", raw_a[i : i + 4]) - reference_value("F32", raw_b[i : i + 4]) for i in (0, 4)]
+    return math.hypot(*parts)
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -475,11 +493,24 @@ def test_statistics_match_a_plain_python_reference(dtype, data, chunk):
     if dtype[0] in "IU":
         assert d.max_ulp == d.max_abs_diff == max(abs(x - y) for x, y, _ in values)
         return
-    usable = [(x, y, i) for x, y, i in values if not (math.isnan(x) or math.isnan(y))]
+    usable = [(x, y, i) for x, y, i in values if not (cmath.isnan(x) or cmath.isnan(y))]
     assert d.nan_mismatches == len(values) - len(usable)
     if not usable:
         assert d.max_ulp is None and d.max_abs_diff is None
         return
-    assert d.max_ulp == max(reference_ulp(a[i], b[i]) for _, _, i in usable)
-    expected = max(abs(x - y) for x, y, _ in usable)
+    assert d.max_ulp == max(reference_ulp(a[i], b[i], parts=2 if dtype == "C64" else 1) for _, _, i in usable)
+    expected = max(reference_gap(dtype, a[i], b[i]) for _, _, i in usable)
     assert d.max_abs_diff == (math.inf if math.isinf(expected) else pytest.approx(expected, rel=1e-6))
+
+
+def test_complex_beyond_one_block_with_infinite_parts(tmp_path):
+    n = checkpoints.STATS_BLOCK + 100
+    a = np.full(n, 1 + 1j, dtype=np.complex64)
+    a[0] = complex(np.inf, 1)
+    b = a + np.complex64(0.5j)  # every element differs in its imaginary part only
+    b[0] = complex(np.inf, 3)  # same infinite real part: contributes 0, not inf - inf = NaN
+    pa = write_arrays(tmp_path / "a.safetensors", {"c": a})
+    pb = write_arrays(tmp_path / "b.safetensors", {"c": b})
+    [d] = compare(pa, pb).differences
+    assert (d.differing, d.nan_mismatches, d.max_abs_diff) == (n, 0, 2.0)
+    assert d.max_ulp == int(key_distance(order_key(DTYPES["F32"], np.float32([1.0]).view(np.uint32)), order_key(DTYPES["F32"], np.float32([3.0]).view(np.uint32)))[0])
