@@ -662,7 +662,8 @@ class Comparison:
             "bytes_compared": self.bytes_compared,
         }
 
-    def render(self) -> list[str]:
+    def lines(self) -> list[str]:
+        """The human-readable report of this file pair, one line per finding."""
         verdict = "IDENTICAL" if self.identical else "DIFFERENT"
         lines = [f"{self.a} vs {self.b}: {verdict} ({self.tensors_compared} tensors, {_size(self.bytes_compared)} compared)"]
         if self.metadata is not None:
@@ -711,11 +712,12 @@ class PathComparison:
         }
 
     def render(self) -> str:
+        """The report `verify-identical` prints: the verdict, then each file pair."""
         lines = ["IDENTICAL" if self.identical else "DIFFERENT"]
         lines += [f"{name}: only in {self.a}" for name in self.only_in_a]
         lines += [f"{name}: only in {self.b}" for name in self.only_in_b]
         for comparison in self.files:
-            lines += comparison.render()
+            lines += comparison.lines()
         return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cmath
 import json
 import math
+import mmap
 import os
 import struct
 import subprocess
@@ -225,6 +226,8 @@ def test_unreadable_file_and_fifo(tmp_path, monkeypatch):
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):
         open_safetensors(fifo)  # must not block waiting for a writer
+    with pytest.raises(UserError, match="is a directory, expected a .safetensors file"):
+        open_safetensors(tmp_path)
     locked = save(tmp_path / "locked.safetensors", model())
 
     def denied(*args, **kwargs):  # chmod 0 does not stop root, so fake what the OS says
@@ -247,7 +250,8 @@ def test_reader_api_is_zero_copy_and_validated(tmp_path):
         info = st.tensors["h.0.attn.weight"]
         assert (info.dtype, info.shape, info.nbytes, info.numel) == ("F32", (16, 48), 16 * 48 * 4, 16 * 48)
         view = st.tensor_bytes("h.0.attn.weight")
-        assert view.readonly and bytes(view) == arrays["h.0.attn.weight"].tobytes()
+        assert view.readonly and isinstance(view.obj, mmap.mmap)  # a view of the mapping, not a copy
+        assert bytes(view) == arrays["h.0.attn.weight"].tobytes()
         assert b"".join(bytes(c) for c in st.chunks("wte.weight", chunk_bytes=1000)) == arrays["wte.weight"].tobytes()
         with pytest.raises(UserError, match="no tensor 'nope'"):
             st.tensor_bytes("nope")
