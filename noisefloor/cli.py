@@ -467,3 +467,27 @@ def _report(args: argparse.Namespace) -> int:
     if not args.quiet:
         _console().print(f"report written to {written.markdown} and {written.html}", markup=False)
     return 0
+
+
+# ---------------------------------------------------------------- bitwise: verify-identical
+
+
+def _verify_identical_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", help="a .safetensors file, or a run directory (model.safetensors, init.safetensors)")
+    parser.add_argument("b", help="the file or run directory to compare it with")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+@command(
+    "verify-identical",
+    "prove two checkpoints bit-identical, or show every tensor that differs (exit 0 identical, 1 different, 2 error)",
+    _verify_identical_arguments,
+)
+def _verify_identical(args: argparse.Namespace) -> int:
+    import json
+
+    from noisefloor.checkpoints import compare_paths
+
+    result = compare_paths(args.a, args.b)
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
+    return 0 if result.identical else 1
