@@ -491,3 +491,36 @@ def _verify_identical(args: argparse.Namespace) -> int:
     result = compare_paths(args.a, args.b)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
     return 0 if result.identical else 1
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="a first look: the same study with a quarter of the training")
+    p.add_argument("--out", help="output folder (default: reports/demo, or reports/demo-quick)")
+    p.add_argument("--jobs", type=int, help="runs in parallel (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no live view")
+
+
+@command("demo", "the whole study on the built-in default: floors, interventions, verdicts, report", _demo_arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from noisefloor.demo import run_demo
+    from noisefloor.report import tables
+    from noisefloor.report.live import SweepView
+
+    out = Path(args.out or ("reports/demo-quick" if args.quick else "reports/demo"))
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    if args.quiet:
+        result = run_demo(out, args.quick, args.jobs)
+    else:
+        with SweepView(out / "sweep" / "runs", _console(stderr=True)) as view:
+            result = run_demo(out, args.quick, args.jobs, view, view.tick)
+    console = _console()
+    tables.render_rich(result.analysis, console, keys=("interventions",))
+    _print_sweep_summary(result.summary)
+    print(f"report: {result.report_html}  (and {result.report_markdown.name} beside it)")
+    return 0 if result.summary.ok else 1

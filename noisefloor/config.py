@@ -218,7 +218,11 @@ def _check_consistency(config: RunConfig, source: str) -> None:
 
 def _parse_file(path: Path) -> Any:
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        from noisefloor.presets import PRESETS
+
+        if str(path) in PRESETS:  # `--config tiny-cpu`: the built-in copy of training/tiny-cpu.toml
+            return PRESETS[str(path)]
+        raise UserError(f"config file not found: {path} (built-in presets: {', '.join(PRESETS)})")
     text = path.read_bytes()
     try:
         if path.suffix == ".json":

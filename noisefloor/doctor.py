@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from noisefloor.config import RunConfig, from_dict
+from noisefloor.config import RunConfig
 from noisefloor.train import determinism
 
 
@@ -76,18 +76,10 @@ def noisefloor_mode(threads: int) -> dict[str, Any]:
     return mode
 
 
-# The micro preset (training/micro.toml), built in so an installed noisefloor can
-# self-test without the repository; a test keeps the two equal.
-MICRO = {
-    "model": {"vocab_size": 512, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
-              "drop_rate": 0.1, "qkv_bias": False},
-    "train": {"steps": 20, "microbatch_size": 4, "learning_rate": 0.002, "weight_decay": 0.1, "eval_interval": 10,
-              "eval_windows": 16, "checkpoint_interval": 5, "digest_interval": 5, "threads": 1},
-}
-
-
 def micro_config() -> RunConfig:
-    return from_dict(MICRO, "the built-in micro preset")
+    from noisefloor.presets import preset
+
+    return preset("micro")
 
 
 def self_test(config: RunConfig) -> dict[str, Any]:

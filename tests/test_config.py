@@ -18,6 +18,14 @@ def test_presets_load_and_json_is_accepted(tmp_path):
         assert config_module.load(as_json) == cfg
 
 
+@pytest.mark.parametrize("name", ["micro", "tiny-cpu", "gpt2-small-163m"])
+def test_built_in_presets_equal_the_files_in_training(name):
+    from noisefloor.presets import preset
+
+    assert preset(name) == config_module.load(REPO / "training" / f"{name}.toml")
+    assert config_module.load(name) == preset(name)  # `--config tiny-cpu` works without the repository
+
+
 def test_set_overrides_are_typed_and_none_means_absent():
     cfg = config_module.load(REPO / "training" / "micro.toml",
                              ["train.clipping_max_norm=3.5", "model.qkv_bias=true", "train.data=some/file.txt",

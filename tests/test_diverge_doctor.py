@@ -103,9 +103,3 @@ def test_doctor_in_a_fresh_process_finds_the_default_hazards_and_passes_its_self
     assert report["noisefloor_mode"]["deterministic_algorithms"] is True and report["noisefloor_mode"]["threads"] == 1
     assert report["self_test"]["passed"] is True
     assert report["fingerprint"]["packages"]["torch"].startswith("2.")
-
-
-def test_doctor_self_test_config_is_the_micro_preset():
-    from noisefloor.doctor import micro_config
-
-    assert micro_config() == config_module.load(REPO / "training" / "micro.toml")

@@ -164,3 +164,15 @@ def test_same_init_comes_from_the_column_else_from_init_digest(tmp_path):
     assert (verdicts["c"].same_init, verdicts["c"].floor_kind, verdicts["c"].same_init_source) == (True, "train", "same_init column")
     assert verdicts["d"].same_init is False and verdicts["d"].floor_kind == "init"
     assert any("init_digest equals the baseline's" in n for n in verdicts["d"].notes)
+
+
+def test_final_weights_identical_to_the_baselines_are_named(tmp_path):
+    columns = ("run", "intervention", "init_seed", "train_seed", "test_loss", "same_init", "final_digest")
+    rows = [dict(r, final_digest=f"sha256:{r['init_seed']}-{r['train_seed']}") for r in study_rows(BASE)]
+    rows += [
+        dict(run("clip", 42, None, BASE[(42, None)], True), final_digest="sha256:42-None"),  # the baseline's bits
+        dict(run("wd", 42, None, 5.0990, True), final_digest="sha256:other"),
+    ]
+    verdicts = {v.intervention: v for v in analyse(write_csv(tmp_path / "r.csv", rows, columns)).verdicts}
+    assert any("bit-identical to the baseline's at the same seeds in 1 of 1" in n for n in verdicts["clip"].notes)
+    assert not any("bit-identical" in n for n in verdicts["wd"].notes)

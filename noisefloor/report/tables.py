@@ -261,8 +261,8 @@ def _css(cell: str) -> str:
     return ""
 
 
-def render_rich(analysis: Analysis, console) -> None:
-    """Print the tables and notes to a rich console."""
+def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None) -> None:
+    """Print the tables (all, or those whose key is in `keys`) and notes to a rich console."""
     from rich import box
     from rich.markup import escape
     from rich.panel import Panel
@@ -273,9 +273,11 @@ def render_rich(analysis: Analysis, console) -> None:
         text = "\n".join(n for n in analysis.notes if n.startswith("REPRODUCIBILITY"))
         console.print(Panel(escape(text), title="reproducibility failure", style="bold red"))
     for table in tables(analysis):
+        if keys is not None and table.key not in keys:
+            continue
         rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
         for column in table.columns:
-            rich_table.add_column(column, overflow="fold", no_wrap=column not in PROSE)
+            rich_table.add_column(column, overflow="fold", min_width=None if column in PROSE else min(len(column), 12))
         for row in table.rows:
             rich_table.add_row(*(_styled(cell) for cell in row))
         console.print(rich_table)

@@ -253,6 +253,7 @@ class _Baseline:
     digests: dict[int, set[str]]  # init seed -> init digests of its baseline runs
     by_init: dict[int, tuple[float, int]]  # init seed -> (mean test loss, number of runs)
     by_cell: dict[tuple[int, str], float]  # (init seed, stream) -> test loss
+    final_by_cell: dict[tuple[int, str], str]  # (init seed, stream) -> digest of the final weights
     most_per_init: int  # the most baseline runs sharing an init seed
     most_per_stream: int  # the most baseline runs sharing a training-stream setting
     repeats: tuple
@@ -269,6 +270,7 @@ class _Baseline:
             digests=digests,
             by_init={int(seed): (float(row["mean"]), int(row["size"])) for seed, row in stats.iterrows()},
             by_cell={(int(i), st): float(x) for i, st, x in zip(base["init_seed"], base["stream"], base["test_loss"])},
+            final_by_cell={(int(i), st): d for i, st, d in zip(base["init_seed"], base["stream"], base["final_digest"]) if d},
             most_per_init=int(stats["size"].max()),
             most_per_stream=int(base.groupby("stream").size().max()),
             repeats=results.repeats,
@@ -318,6 +320,7 @@ def _same_init(group: list, digests) -> tuple[bool | None, str, list[str]]:
 def _judge(name: str, group: list, ctx: _Baseline) -> Verdict:
     same_init, source, notes = _same_init(group, ctx.digests)
     notes += [_repeat_note(r) for r in ctx.repeats if r.intervention == name]
+    notes += _unchanged_note(group, ctx)
     verdict = Verdict(
         intervention=name,
         runs=tuple(run for cell in group for run in cell.runs),
@@ -331,6 +334,19 @@ def _judge(name: str, group: list, ctx: _Baseline) -> Verdict:
     if same_init:
         return _against_train_floor(verdict, group, ctx, notes)
     return _against_init_floor(verdict, group, ctx, notes)
+
+
+def _unchanged_note(group: list, ctx: _Baseline) -> list[str]:
+    """Runs whose final weights are bit-identical to the baseline's at the same seeds changed nothing at all."""
+    comparable = [c for c in group if c.final_digest and (int(c.init_seed), c.stream) in ctx.final_by_cell]
+    same = [c for c in comparable if ctx.final_by_cell[(int(c.init_seed), c.stream)] == c.final_digest]
+    if not same:
+        return []
+    return [
+        f"final weights bit-identical to the baseline's at the same seeds in {len(same)} of {len(comparable)} "
+        "comparable run(s): the intervention did not change training there at all (e.g. gradients never "
+        "reached the clipping norm)"
+    ]
 
 
 def _repeat_note(repeat) -> str:

@@ -63,9 +63,10 @@ class Results:
 
     runs:  one row per usable CSV row; columns run, line, intervention,
            init_seed (int), train_seed (int or None), stream (str label),
-           test_loss (float), same_init (True/False/None), init_digest (str or None).
+           test_loss (float), same_init (True/False/None), init_digest and
+           final_digest (str or None).
     cells: one row per (intervention, init_seed, stream): test_loss is the mean
-           over repeats, runs the tuple of run names, same_init and init_digest
+           over repeats, runs the tuple of run names, same_init and the digests
            the first non-empty value among the repeats.
     """
 
@@ -199,12 +200,13 @@ def _validate(frame: pd.DataFrame, source: str) -> Results:
                 "test_loss": _loss(cell("test_loss"), f"{where}, column 'test_loss'"),
                 "same_init": _boolean(cell("same_init"), f"{where}, column 'same_init'"),
                 "init_digest": cell("init_digest") or None,
+                "final_digest": cell("final_digest") or None,
             }
         )
 
     runs = pd.DataFrame.from_records(
         records,
-        columns=["run", "line", "intervention", *CELL_KEYS, "test_loss", "same_init", "init_digest"],
+        columns=["run", "line", "intervention", *CELL_KEYS, "test_loss", "same_init", "init_digest", "final_digest"],
     ).astype(object)
     runs["test_loss"] = runs["test_loss"].astype(float)
     cells, repeats = _collapse(runs)
@@ -262,10 +264,11 @@ def _collapse(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Repeat]]:
                 "runs": names,
                 "same_init": _first_known(group["same_init"]),
                 "init_digest": _first_known(group["init_digest"]),
+                "final_digest": _first_known(group["final_digest"]),
             }
         )
     frame = pd.DataFrame.from_records(
-        cells, columns=["intervention", *CELL_KEYS, "test_loss", "runs", "same_init", "init_digest"]
+        cells, columns=["intervention", *CELL_KEYS, "test_loss", "runs", "same_init", "init_digest", "final_digest"]
     ).astype(object)
     frame["test_loss"] = frame["test_loss"].astype(float)
     return frame, repeats
