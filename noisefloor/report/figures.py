@@ -89,6 +89,9 @@ def strip_plot(analysis: Analysis) -> bytes:
         points += [(label, float(x), colour_key) for x in losses]
         means.append((len(columns) - 1, v.test_loss, colour_key))
     data = pd.DataFrame(points, columns=["column", "loss", "kind"])
+    lo, hi = _focus(analysis, data["loss"])
+    shown = data[(data["loss"] >= lo) & (data["loss"] <= hi)]
+    clipped = data[(data["loss"] < lo) | (data["loss"] > hi)]
 
     fig = _figure(max(7.5, 1.1 * len(columns) + 2.5), 5.0)
     ax = fig.add_subplot()
@@ -97,11 +100,23 @@ def strip_plot(analysis: Analysis) -> bytes:
             _bands(ax, x, centre, sd, kind)
     order = [c[0] for c in columns]
     sns.stripplot(
-        data=data, x="column", y="loss", hue="kind", order=order, palette=VERDICT_COLOURS,
+        data=shown, x="column", y="loss", hue="kind", order=order, palette=VERDICT_COLOURS,
         jitter=0.12, size=6, alpha=0.6, ax=ax, legend=False, zorder=2,
     )  # fmt: skip
     for x, mean, key in means:
-        ax.scatter([x], [mean], marker="D", s=70, color=VERDICT_COLOURS[key], edgecolor="black", zorder=3)
+        if lo <= mean <= hi:
+            ax.scatter([x], [mean], marker="D", s=70, color=VERDICT_COLOURS[key], edgecolor="black", zorder=3)
+    pad = 0.04 * (hi - lo)
+    for column, group in clipped.groupby("column", sort=False):
+        x = order.index(column)
+        above = bool(group["loss"].iloc[0] > hi)
+        edge = hi - pad if above else lo + pad
+        ax.scatter([x], [edge], marker="^" if above else "v", s=90, color=VERDICT_COLOURS[group["kind"].iloc[0]],
+                   edgecolor="black", zorder=3)
+        values = ", ".join(f"{v:.2f}" for v in group["loss"])
+        ax.annotate(f"off scale: {values}", (x, edge), textcoords="offset points", xytext=(0, -14 if above else 9),
+                    ha="center", fontsize=7.5, color="#333333")
+    ax.set_ylim(lo, hi)
     if analysis.floors and analysis.verdicts:
         ax.axvline(len(analysis.floors) - 0.5, color="#888888", ls=":", lw=1)
     ax.set_xlabel("")
@@ -111,11 +126,33 @@ def strip_plot(analysis: Analysis) -> bytes:
     ax.grid(axis="y", alpha=0.3)
     used_kinds = [k for k in FLOOR_COLOURS if any(c[1] == k for c in columns)]
     handles = [Patch(color=FLOOR_COLOURS[k], alpha=0.4, label=f"{FLOOR_NAMES[k]}: mean, ±1/2/3 SD") for k in used_kinds]
-    shown = [key for key in VERDICT_COLOURS if key in set(data["kind"])]
-    handles += [Line2D([], [], marker="o", ls="", color=VERDICT_COLOURS[key], label=key) for key in shown]
+    kinds = [key for key in VERDICT_COLOURS if key in set(data["kind"])]
+    handles += [Line2D([], [], marker="o", ls="", color=VERDICT_COLOURS[key], label=key) for key in kinds]
     handles.append(Line2D([], [], marker="D", ls="", color="white", markeredgecolor="black", label="intervention mean"))
+    if not clipped.empty:
+        handles.append(Line2D([], [], marker="^", ls="", color="white", markeredgecolor="black",
+                              label="beyond the axis (value written)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _png(fig)
+
+
+FOCUS_SPANS = 6  # how far beyond the floors' bands a run may lie and still be drawn to scale
+
+
+def _focus(analysis: Analysis, losses: pd.Series) -> tuple[float, float]:
+    """Y-limits that keep the floors' bands readable: the bands and floor runs, widened to every run within
+    FOCUS_SPANS times their extent. Runs further out are drawn at the edge with their value written."""
+    ends = [x for f in analysis.floors for x in (*f.band(3), *f.losses) if x is not None and math.isfinite(x)]
+    if not ends:
+        lo, hi = float(losses.min()), float(losses.max())
+    else:
+        lo, hi = min(ends), max(ends)
+        span = max(hi - lo, 1e-9)
+        near = losses[(losses >= lo - FOCUS_SPANS * span) & (losses <= hi + FOCUS_SPANS * span)]
+        if not near.empty:
+            lo, hi = min(lo, float(near.min())), max(hi, float(near.max()))
+    pad = 0.08 * max(hi - lo, 1e-9)
+    return lo - pad, hi + pad
 
 
 def components_plot(analysis: Analysis) -> bytes | None:
@@ -186,6 +223,27 @@ def read_curves(analysis: Analysis, sweep_dir: Path) -> tuple[list[Curve], list[
     return curves, notes
 
 
+def _curve_focus(curves: list[Curve], last: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Y-limits of both panels, set by the baseline's curves (and whatever lies near them), so one
+    runaway intervention does not flatten the rest; curves beyond are cut at the edge."""
+    def values(curve: Curve, since: float) -> list[float]:
+        return [y for s, y in zip(curve.steps + curve.val_steps, curve.losses + curve.val_losses) if s >= since]
+
+    ranges = []
+    for since in (0.0, 0.75 * last):
+        base = [y for c in curves if c.intervention == BASELINE for y in values(c, since)]
+        every = [y for c in curves for y in values(c, since)]
+        if not base:
+            base = every
+        lo, hi = min(base), max(base)
+        span = max(hi - lo, 1e-6)
+        near = [y for y in every if lo - 2 * span <= y <= hi + 2 * span]
+        lo, hi = min(near + [lo]), max(near + [hi])
+        pad = 0.05 * max(hi - lo, 1e-6)
+        ranges.append((lo - pad, hi + pad))
+    return ranges[0], ranges[1]
+
+
 def curves_plot(curves: list[Curve]) -> bytes | None:
     """Training loss (rolling mean) over steps for every run; right panel zooms on the last quarter."""
     if not curves:
@@ -210,14 +268,15 @@ def curves_plot(curves: list[Curve]) -> bytes | None:
         if curve.val_steps:
             for ax in (full, tail):
                 ax.plot(curve.val_steps, curve.val_losses, "o", color=colour, ms=3)
-    tail_values = [
-        y for c in curves for s, y in zip(c.steps + c.val_steps, c.losses + c.val_losses) if s >= 0.75 * last
-    ]
+    full_range, tail_range = _curve_focus(curves, last)
+    off_scale = set()
+    for ax, (lo, hi) in ((full, full_range), (tail, tail_range)):
+        ax.set_ylim(lo, hi)
+    for curve in curves:
+        values = [y for s, y in zip(curve.steps + curve.val_steps, curve.losses + curve.val_losses) if s >= 0.75 * last]
+        if values and (min(values) > tail_range[1] or max(values) < tail_range[0]):
+            off_scale.add(curve.intervention)
     tail.set_xlim(0.75 * last, last * 1.01)
-    if tail_values:
-        lo, hi = min(tail_values), max(tail_values)
-        pad = 0.05 * (hi - lo or 1e-3)
-        tail.set_ylim(lo - pad, hi + pad)
     smoothing = f"training loss: rolling mean of {window} logged steps" if window > 1 else "training loss"
     for ax, title in ((full, "Loss curves across seeds"), (tail, "Last quarter of training (zoom)")):
         ax.set_xlabel("training step")
@@ -226,7 +285,8 @@ def curves_plot(curves: list[Curve]) -> bytes | None:
         ax.grid(alpha=0.3)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=palette[n], ls=dashes[n], lw=2, label=n) for n in names]
+    handles = [Line2D([], [], color=palette[n], ls=dashes[n], lw=2, label=f"{n} (off scale)" if n in off_scale else n)
+               for n in names]
     handles.append(Line2D([], [], marker="o", ls="", color="black", ms=4, label="validation loss"))
     tail.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _png(fig)
