@@ -98,7 +98,7 @@ def test_a_second_base_config_in_the_same_folder_is_refused(micro_sweep, capsys)
 
 def _sweep_cmd(out: Path) -> list[str]:
     return [sys.executable, "-m", "noisefloor", "sweep", "--config", MICRO, "--set", "train.steps=30",
-            "--init-seeds", "42,22", "--train-seeds", "5", "--interventions", "no-dropout", "--jobs", "2",
+            "--init-seeds", "42", "--train-seeds", "5", "--interventions", "no-dropout,wd-0.01", "--jobs", "2",
             "--quiet", "--out", str(out)]
 
 
