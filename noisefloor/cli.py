@@ -387,8 +387,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
     config = config_module.load(args.config) if args.config else doctor.micro_config()
     hazards = doctor.audit(config)  # before noisefloor changes any setting
-    mode = doctor.noisefloor_mode(config.train.threads)
     fingerprint = determinism.fingerprint()
+    mode = doctor.noisefloor_mode(config.train.threads)
     test = None if args.skip_self_test else doctor.self_test(config)
     if args.json:
         print(json.dumps({"fingerprint": fingerprint, "hazards": [h.to_json() for h in hazards],
@@ -405,7 +405,8 @@ def _doctor(args: argparse.Namespace) -> int:
         found = [h for h in hazards if h.found]
         console.print(f"determinism hazards in this environment's defaults: {len(found)}")
         for h in found:
-            console.print(f"  - {h.name}: {h.detail} [{'noisefloor runs: handled' if h.handled else 'NOT handled: fix the environment'}]")
+            handled = "noisefloor runs: handled" if h.handled else "NOT handled: fix the environment"
+            console.print(f"  - {h.name}: {h.detail} [{handled}]", markup=False)
         console.print("noisefloor runs use: " + ", ".join(f"{k}={v}" for k, v in mode.items()))
         if test is not None:
             verdict = "PASS" if test["passed"] else "FAIL"

@@ -104,3 +104,9 @@ def test_resume_of_something_that_is_not_a_run(capsys, tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     code, _, err = run_cli(capsys, "train", "--resume", tmp_path)
     assert code == 2 and "corrupt" in err
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    missing = [f"{section}.{key}" for section, key, _, _ in config_module.describe() if f"`{section}.{key}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"

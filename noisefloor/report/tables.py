@@ -58,7 +58,7 @@ def kind_text(kind: str) -> str:
     return "training loop" if kind == TRAIN else "init"
 
 
-PROSE = {"floor chosen because", "notes", "reading", "runs", "test losses"}  # columns that may wrap in a terminal
+PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses"}  # columns that may wrap in a terminal
 TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
 
 
@@ -71,11 +71,16 @@ def tables(analysis: Analysis) -> list[Table]:
 
 def _floors(a: Analysis) -> Table:
     rows = tuple(
-        (f.name, kind_text(f.kind), str(f.n), loss(f.mean), spread(f.sd), spread(f.sd_population), ", ".join(f.runs))
+        (f.name, kind_text(f.kind), str(f.n), loss(f.mean), spread(f.sd), spread(f.sd_population), _varied(f))
         for f in a.floors
     )
-    columns = ("floor", "kind", "n", "mean", "SD", "pop. SD", "runs")
+    columns = ("floor", "kind", "n", "mean", "SD", "pop. SD", "runs differ in")
     return Table("floors", "Noise floors (baseline runs)", columns, rows)
+
+
+def _varied(f) -> str:
+    """What the floor's runs vary (the run names are in --json and the report's results.csv)."""
+    return ("streams: " if f.kind == TRAIN else "init seeds: ") + ", ".join(f.varied)
 
 
 def _floor_bands(a: Analysis) -> Table:

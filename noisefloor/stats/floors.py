@@ -58,6 +58,7 @@ class Floor:
     stream: str | None  # the init floor's training-stream setting
     runs: tuple[str, ...]
     losses: tuple[float, ...]
+    varied: tuple[str, ...] = ()  # per run, what differs between them: its stream (train floor) or init seed (init floor)
 
     @property
     def n(self) -> int:
@@ -111,6 +112,7 @@ class Floor:
             "n": self.n,
             "runs": list(self.runs),
             "test_losses": list(self.losses),
+            "varied": list(self.varied),
             "mean": self.mean,
             "sd": self.sd,
             "sd_population": self.sd_population,
@@ -152,6 +154,7 @@ def _floor(name: str, kind: str, init_seed, stream, group) -> Floor:
         stream=stream,
         runs=tuple(cell[0] for cell in group["runs"]),
         losses=tuple(float(v) for v in group["test_loss"]),
+        varied=tuple(str(v) for v in (group["stream"] if kind == TRAIN else group["init_seed"])),
     )
 
 
