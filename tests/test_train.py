@@ -261,3 +261,51 @@ def test_tiny_cpu_preset_clearly_lowers_the_test_loss(tmp_path, capsys):
     at_init = evaluate(str(tmp_path / "tiny" / "init.safetensors"), str(tmp_path / "tiny" / "config.json"))["loss"]
     assert at_init > 7.0  # about ln(2048): the untrained model guesses
     assert result["test_loss"] < at_init - 2.0, (at_init, result["test_loss"])
+
+
+# ---------------------------------------------------------------- resume in-process, precisions, accumulation
+
+
+class StopAt(Exception):
+    """Raised from the progress callback: the process 'dies' right after step `step`."""
+
+
+def _interrupt_at(step: int):
+    def on_event(event):
+        if event["event"] == "step" and event["step"] == step:
+            raise StopAt
+
+    return on_event
+
+
+@pytest.mark.parametrize("precision,accumulation", [("fp32", 2), ("amp-bf16", 1), ("amp-fp16", 1)])
+def test_interrupted_then_resumed_is_bit_identical(micro_config, tmp_path, precision, accumulation):
+    config = micro_config.replace(train={"precision": precision, "gradient_accumulation_steps": accumulation,
+                                         "checkpoint_interval": 5, "steps": 16})
+    straight = trainer.train(config, tmp_path / "straight")
+    with pytest.raises(StopAt):
+        trainer.train(config, tmp_path / "cut", _interrupt_at(13))
+    assert not (tmp_path / "cut" / "result.json").exists()
+    resumed = trainer.resume(tmp_path / "cut")
+    assert resumed["final_digest"] == straight["final_digest"] and resumed["test_loss"] == straight["test_loss"]
+    assert same_bytes(tensors(tmp_path / "cut" / "model.safetensors"), tensors(tmp_path / "straight" / "model.safetensors"))
+
+
+def test_gradient_accumulation_equals_one_bigger_microbatch(micro_config, tmp_path):
+    """Two microbatches of 4 accumulate to the step one microbatch of 8 takes (same windows, same data order)."""
+    base = micro_config.replace(model={"drop_rate": 0.0}, train={"steps": 1, "digest_interval": 0, "checkpoint_interval": 0})
+    big = trainer.train(base.replace(train={"microbatch_size": 8}), tmp_path / "big")
+    accumulated = trainer.train(base.replace(train={"microbatch_size": 4, "gradient_accumulation_steps": 2}), tmp_path / "acc")
+    assert big["tokens_seen"] == accumulated["tokens_seen"] == 8 * 32
+    a, b = tensors(tmp_path / "big" / "model.safetensors"), tensors(tmp_path / "acc" / "model.safetensors")
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_corrupt_checkpoint_is_one_line_on_resume(micro_config, tmp_path, capsys):
+    with pytest.raises(StopAt):
+        trainer.train(micro_config, tmp_path / "run", _interrupt_at(12))
+    state = tmp_path / "run" / "checkpoints" / "step-0000010" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:1000])
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "run")
+    assert code == 2 and "state.safetensors" in err and len(err.strip().splitlines()) == 1
