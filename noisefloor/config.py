@@ -100,7 +100,8 @@ class TrainConfig:
     clipping_max_norm: float | None = _spec(None, "clip gradients to this global L2 norm (absent: no clipping)", _positive, optional=True)
     precision: str = _spec("fp32", "'fp32' (no AMP, no TF32), 'amp-fp16' (with GradScaler) or 'amp-bf16'", _choice(PRECISIONS))
     device: str = _spec("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'", _choice(DEVICES))
-    threads: int = _spec(1, "CPU threads (results on CPU depend on it, so it is fixed and recorded)", _at_least(1))
+    threads: int = _spec(1, "CPU threads per process (results on CPU depend on it, so it is fixed and recorded)", _at_least(1))
+    world_size: int = _spec(1, "data-parallel processes (DDP through torchrun, one per GPU; gloo on CPU); each takes microbatch_size windows", _at_least(1))
     compile: bool = _spec(False, "torch.compile the model (changes numerics: a run and its resume must agree)")
     eval_interval: int = _spec(50, "steps between validation losses (0: only at the end)", _at_least(0))
     eval_windows: int = _spec(0, "windows of the val/test split evaluated, always the first ones (0: all)", _at_least(0))
@@ -137,7 +138,7 @@ class RunConfig:
     @property
     def tokens_per_step(self) -> int:
         t = self.train
-        return t.microbatch_size * t.gradient_accumulation_steps * self.model.context_length
+        return t.microbatch_size * t.gradient_accumulation_steps * t.world_size * self.model.context_length
 
 
 # ---------------------------------------------------------------- validation

@@ -60,7 +60,7 @@ def test_single_run_numbers_match_scipy(tmp_path):
     assert v.p_holm == pytest.approx(v.primary.p_value)  # a family of one
 
 
-def test_several_init_seeds_against_the_init_floor_welch_and_paired_match_scipy(tmp_path):
+def test_several_init_seeds_against_the_init_floor_welch_matches_scipy(tmp_path):
     xs = {42: 5.0702, 22: 5.0975, 67: 5.0601}
     rows = study_rows(BASE, [run("qkv", i, None, x, False) for i, x in xs.items()])
     (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
@@ -71,9 +71,26 @@ def test_several_init_seeds_against_the_init_floor_welch_and_paired_match_scipy(
     assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / f, 2))
     welch = stats.ttest_ind(x, INIT, equal_var=False)
     assert v.welch.p_value == pytest.approx(welch.pvalue) and v.welch.df == pytest.approx(welch.df)
-    paired = stats.ttest_rel(x, INIT)  # same init seeds, same (no) re-seed: pairs
-    assert v.paired.p_value == pytest.approx(paired.pvalue) and v.n_pairs == 3
-    assert v.primary.test == "paired"
+    # other initial weights: pairing by init seed would remove no init noise, so Welch is the test
+    assert v.paired is None and v.n_pairs == 0 and v.primary.test == "welch"
+
+
+def test_runs_sharing_an_init_seed_are_one_draw_from_the_init_floor(tmp_path):
+    """Four re-seeded runs at one init seed vary only by the training loop: one value against the init floor."""
+    losses = [5.1201, 5.1188, 5.1230, 5.1215]
+    rows = study_rows(BASE, [run("qkv", 42, t, x, False) for t, x in zip((1, 2, 3, 4), losses)])
+    (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
+    assert v.n_compared == 1 and v.welch is None
+    assert v.delta == pytest.approx(np.mean(losses) - np.mean(INIT))
+    assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / math.sqrt(1 + 1 / 3), 2))
+    assert any("averaged per init seed" in n for n in v.notes)
+
+
+def test_matched_delta_is_against_the_baseline_run_of_the_same_seeds(tmp_path):
+    rows = study_rows(BASE, [run("clip", 42, None, BASE[(42, None)] - 0.002, True)])
+    (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
+    assert v.delta_matched == pytest.approx(-0.002) and v.n_matched == 1
+    assert v.delta == pytest.approx(BASE[(42, None)] - 0.002 - np.mean([BASE[(42, None)], BASE[(42, 23)], BASE[(42, 67)]]))
 
 
 def test_same_init_at_several_init_seeds_is_paired_with_the_baseline_at_each_seed(tmp_path):
@@ -170,3 +187,9 @@ def test_t_tests_without_spread_are_undefined_not_zero():
     # equal differences in decimal, unequal in their last bits: still no spread
     assert tests.paired([5.0, 5.1], [5.1, 5.2]).p_value is None
     assert tests.paired([5.0, 5.1], [5.1, 5.2001]).p_value == pytest.approx(stats.ttest_rel([5.0, 5.1], [5.1, 5.2001]).pvalue)
+
+
+def test_a_floor_differing_only_in_floating_point_noise_is_constant(tmp_path):
+    rows = [run("baseline", 42, None, 5.1), run("baseline", 42, 23, 5.1000000000001), run("x", 42, None, 5.1001, True)]
+    (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
+    assert v.verdict == "undecided" and v.floor.constant and v.floor.sd == 0.0

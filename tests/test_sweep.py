@@ -57,10 +57,25 @@ def test_same_init_under_per_parameter_init(micro_sweep):
     out, _ = micro_sweep
     rows = read_rows(out)
     assert {r["same_init"] for r in rows if r["intervention"] == "grad-clip"} == {"true"}
-    # per-parameter init: the new QKV biases are extra tensors, every shared tensor is the baseline's
-    assert {r["same_init"] for r in rows if r["intervention"] == "qkv-bias"} == {"true"}
     baseline = {r["init_seed"]: r["init_digest"] for r in rows if r["intervention"] == "baseline"}
     assert all(r["init_digest"] == baseline[r["init_seed"]] for r in rows if r["intervention"] == "grad-clip")
+    # pytorch-default init draws the new QKV biases at random: a new random draw, so not the baseline's init
+    assert {r["same_init"] for r in rows if r["intervention"] == "qkv-bias"} == {"false"}
+
+
+def test_same_init_means_no_new_random_draw():
+    from noisefloor.sweep.store import RunRecord, same_init
+
+    base = RunRecord(None, "done", None, {"a": "d1", "b": "d2", "head": "d3"})
+    assert same_init(RunRecord(None, "done", None, {"a": "d1", "b": "d2", "head": "d3"}), base) is True
+    assert same_init(RunRecord(None, "done", None, {"a": "d1", "b": "dX", "head": "d3"}), base) is False
+    # tied head: a tensor fewer, no new draw
+    assert same_init(RunRecord(None, "done", None, {"a": "d1", "b": "d2"}), base) is True
+    # a new bias: zeros (gpt2 init) keep the init, random values (pytorch-default) do not
+    zeros = RunRecord(None, "done", None, {"a": "d1", "b": "d2", "head": "d3", "bias": "d4"}, frozenset({"bias"}))
+    drawn = RunRecord(None, "done", None, {"a": "d1", "b": "d2", "head": "d3", "bias": "d4"})
+    assert same_init(zeros, base) is True and same_init(drawn, base) is False
+    assert same_init(drawn, None) is None
 
 
 def test_qkv_bias_under_sequential_init_changes_the_init_and_reseed_adds_to_the_folder(tmp_path, capsys):

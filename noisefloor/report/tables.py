@@ -109,10 +109,11 @@ def _interventions(a: Analysis) -> Table:
             signed(v.delta),
             signed(v.z, 2),
             verdict_text(v),
+            signed(v.delta_matched),
         )
         for v in a.verdicts
     )
-    columns = ("intervention", "runs", "test loss", "floor", "Δ", "z (SDs)", "verdict")
+    columns = ("intervention", "runs", "test loss", "floor", "Δ", "z (SDs)", "verdict", "Δ vs same seeds")
     return Table("interventions", "Interventions: verdict by the 3-SD rule", columns, rows)
 
 

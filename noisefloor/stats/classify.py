@@ -77,6 +77,8 @@ class Verdict:
     welch: tests.TestResult | None = None
     paired: tests.TestResult | None = None
     n_pairs: int = 0
+    delta_matched: float | None = None  # mean of (run - the baseline run at the same init seed and stream)
+    n_matched: int = 0
     p_holm: float | None = None
     notes: tuple[str, ...] = field(default=())
 
@@ -158,6 +160,8 @@ class Verdict:
             "p_welch": self.welch.p_value if self.welch else None,
             "p_paired": self.paired.p_value if self.paired else None,
             "n_pairs": self.n_pairs,
+            "delta_matched": self.delta_matched,
+            "n_matched": self.n_matched,
             "test": primary.test if primary else None,
             "p_value": primary.p_value if primary else None,
             "p_holm": self.p_holm,
@@ -420,13 +424,44 @@ def _against_init_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdi
             f"using the largest init floor ({floor.stream})"
         )
     verdict = replace(verdict, floor=floor, floor_reason=reason)
-    return _compare(verdict, group, ["floor"] * len(group), {"floor": (floor.mean, floor.n)}, ctx, notes)
+    seeds = _per_init_seed(group)
+    if len(seeds) < len(group):
+        notes = notes + [
+            f"its {len(group)} runs are averaged per init seed into {len(seeds)} value(s): runs sharing an init seed "
+            "differ only by the training loop, so each init seed is one draw from the init floor"
+        ]
+    return _compare(verdict, seeds, ["floor"] * len(seeds), {"floor": (floor.mean, floor.n)}, ctx, notes, pair=False)
 
 
-def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baseline, notes) -> Verdict:
+@dataclass(frozen=True)
+class _SeedMean:
+    """An intervention's runs at one init seed, averaged: one draw from an init floor."""
+
+    init_seed: int
+    stream: str | None
+    test_loss: float
+    runs: tuple[str, ...]
+
+
+def _per_init_seed(group: list) -> list:
+    by_seed: dict[int, list] = {}
+    for cell in group:
+        by_seed.setdefault(int(cell.init_seed), []).append(cell)
+    if all(len(cells) == 1 for cells in by_seed.values()):
+        return group
+    return [
+        _SeedMean(seed, cells[0].stream if len(cells) == 1 else None, float(np.mean([c.test_loss for c in cells])),
+                  tuple(run for c in cells for run in c.runs))
+        for seed, cells in by_seed.items()
+    ]
+
+
+def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baseline, notes, pair: bool = True) -> Verdict:
     """Delta, z, verdict, the honest numbers and the tests, against `verdict.floor`.
 
     keys[i] names the reference of run i in `refs` (value, number of baseline runs averaged).
+    pair: also compare each run with the baseline run of the same (init seed, stream): the paired
+    test and the matched delta (same-init interventions only; otherwise pairing removes nothing).
     """
     floor = verdict.floor
     xs = [float(c.test_loss) for c in used]
@@ -451,11 +486,15 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
         else:
             notes = notes + ["no Welch test: its runs span init seeds and the floor holds one (see the paired test)"]
     keyed = [((int(c.init_seed), c.stream), x) for c, x in zip(used, xs)]
-    pairs = [(x, ctx.by_cell[key]) for key, x in keyed if key in ctx.by_cell]
+    pairs = [(x, ctx.by_cell[key]) for key, x in keyed if key in ctx.by_cell] if pair else []
     if len(pairs) >= 2:
         paired = tests.paired([x for x, _ in pairs], [b for _, b in pairs])
     return replace(
         verdict,
+        test_loss=sum(xs) / k,
+        runs=tuple(run for c in used for run in c.runs),
+        delta_matched=sum(x - b for x, b in pairs) / len(pairs) if pairs else None,
+        n_matched=len(pairs),
         verdict=outcome,
         reference=reference,
         delta=delta,

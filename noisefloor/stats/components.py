@@ -53,7 +53,7 @@ class Components:
 
     def to_json(self) -> dict:
         return {
-            "method": "REML, statsmodels MixedLM (crossed random effects)",
+            "method": "REML, statsmodels MixedLM (" + ("crossed random effects" if self.crossed else "random intercept per init seed") + ")",
             "n_runs": self.n_runs,
             "n_init_seeds": self.n_init_seeds,
             "crossed": self.crossed,

@@ -35,11 +35,16 @@ class Term:
     se: float | None
     p_value: float | None
     ci95: tuple[float, float] | None
+    changes_init: bool = False  # a main effect whose runs start from other initial weights than the baseline's
 
     @property
     def reading(self) -> str:
         if self.kind == "main":
-            return "lowers the loss" if self.estimate < 0 else "raises the loss"
+            text = "lowers the loss" if self.estimate < 0 else "raises the loss"
+            if self.changes_init:
+                text += (" (its runs start from other initial weights, so init-seed noise is inside this effect "
+                         "while its SE reflects the training loop only: judge it in the verdicts, against the init floor)")
+            return text
         if self.p_value is None:
             return "no test: no residual degrees of freedom (add runs with other seeds)"
         if self.p_value >= 0.05:
@@ -112,6 +117,7 @@ def factorial_effects(cells: pd.DataFrame) -> Factorial | None:
         elif kind in ("main", "interaction"):
             dropped.append((name, NOT_IDENTIFIABLE))
 
+    init_changers = {f for f in factors if (used.loc[used["intervention"] == f, "same_init"] == False).any()}  # noqa: E712
     y = used["test_loss"].astype(float).to_numpy()
     fit = sm.OLS(y, np.column_stack(columns)).fit()
     df_resid = int(round(fit.df_resid))
@@ -122,7 +128,7 @@ def factorial_effects(cells: pd.DataFrame) -> Factorial | None:
         estimate = float(fit.params[i])
         if df_resid > 0 and np.isfinite(fit.bse[i]) and fit.bse[i] > 0:
             lo, hi = (float(v) for v in fit.conf_int(0.05)[i])
-            terms.append(Term(name, kind, estimate, float(fit.bse[i]), float(fit.pvalues[i]), (lo, hi)))
+            terms.append(Term(name, kind, estimate, float(fit.bse[i]), float(fit.pvalues[i]), (lo, hi), name in init_changers))
         else:
-            terms.append(Term(name, kind, estimate, None, None, None))
+            terms.append(Term(name, kind, estimate, None, None, None, name in init_changers))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), tuple(dropped))

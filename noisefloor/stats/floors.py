@@ -70,8 +70,10 @@ class Floor:
 
     @property
     def constant(self) -> bool:
-        """All runs gave exactly the same loss: the floor has no spread."""
-        return len(set(self.losses)) == 1
+        """All runs gave the same loss, up to floating-point noise: the floor has no spread."""
+        from noisefloor.stats.tests import has_spread
+
+        return not has_spread(self.losses)
 
     @property
     def mean(self) -> float:

@@ -35,6 +35,11 @@ class TestResult:
         return dataclasses.asdict(self)
 
 
+def has_spread(values: Sequence[float]) -> bool:
+    """More than floating-point noise between the values (the floors' "constant" uses this too)."""
+    return _spread(values, max(abs(v) for v in values))
+
+
 def _spread(values: Sequence[float], scale: float) -> bool:
     """Spread beyond floating-point noise: decimal differences such as 5.0-5.1 and 5.1-5.2
     differ in their last bits, which would give a t statistic of 1e14 and p ~ 1e-15."""

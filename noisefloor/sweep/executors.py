@@ -11,7 +11,6 @@ interrupted run resumes from its last checkpoint on the next invocation.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from noisefloor import atomic
+from noisefloor.processes import die_with_parent
 
 # (run id, run directory, resolved config as a dict)
 Task = tuple[str, str, dict[str, Any]]
@@ -59,16 +59,8 @@ def failed_result(run_dir: str, message: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- local pool
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the runner's finally-block still stops its workers
-        pass
-
-
 def _worker_main(connection, env: dict[str, str]) -> None:
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides how an interrupt ends
     os.environ.update(env)
     while True:
@@ -88,7 +80,10 @@ class _Worker:
 
 
 class LocalExecutor:
-    """`jobs` worker processes; with `gpus`, one worker per GPU (CUDA_VISIBLE_DEVICES)."""
+    """`jobs` worker processes; with `gpus`, one worker per GPU (CUDA_VISIBLE_DEVICES).
+
+    A run with world_size > 1 is trained by torchrun, after the pool's runs.
+    """
 
     def __init__(self, jobs: int, threads: int, gpus: list[str] | None = None):
         self.jobs = len(gpus) if gpus else jobs
@@ -106,6 +101,15 @@ class LocalExecutor:
         return _Worker(process, parent, env)
 
     def run(self, tasks: list[Task], observer: Observer, tick: Callable[[], None] = lambda: None) -> None:
+        """Single-process runs in the pool; DDP runs after them, one at a time, each with every GPU (torchrun)."""
+        single = [task for task in tasks if task[2]["train"]["world_size"] == 1]
+        if single:
+            self._run_pool(single, observer, tick)
+        for run_id, run_dir, config in (task for task in tasks if task[2]["train"]["world_size"] > 1):
+            observer({"event": "started", "run": run_id})
+            observer({"event": "finished", "run": run_id, "result": execute_run(run_dir, config)})
+
+    def _run_pool(self, tasks: list[Task], observer: Observer, tick: Callable[[], None]) -> None:
         from multiprocessing.connection import wait
 
         pending = deque(tasks)

@@ -40,7 +40,8 @@ class RunRecord:
     planned: PlannedRun
     status: str
     result: dict[str, Any] | None
-    init_tensors: dict[str, str] | None
+    init_tensors: dict[str, str] | None  # per-tensor digests of the step-0 weights
+    init_constant: frozenset[str] = frozenset()  # step-0 tensors holding one value (no random draw)
 
 
 class SweepStore:
@@ -102,21 +103,17 @@ class SweepStore:
         from noisefloor.train.trainer import RunDir, is_locked
 
         run_dir = RunDir(self.run_dir(run))
-        init_tensors = None
-        if run_dir.manifest.exists():
-            try:
-                init_tensors = json.loads(run_dir.manifest.read_text()).get("init_tensors")
-            except json.JSONDecodeError:
-                init_tensors = None
+        manifest = _read_json(run_dir.manifest) or {}
+        init = (manifest.get("init_tensors"), frozenset(manifest.get("init_constant", ())))
         result = _read_json(run_dir.result)
         if result is not None and result.get("status") in ("done", "diverged", "failed"):
             if result["status"] == "done" and not finished_run_is_valid(run_dir.path, run):
                 return RunRecord(run, "failed", {**result, "status": "failed",
-                                                 "error": "result.json does not match the run's files"}, init_tensors)
-            return RunRecord(run, result["status"], result, init_tensors)
+                                                 "error": "result.json does not match the run's files"}, *init)
+            return RunRecord(run, result["status"], result, *init)
         if run_dir.path.is_dir() and is_locked(run_dir.path):
-            return RunRecord(run, "running", None, init_tensors)
-        return RunRecord(run, "missing", None, init_tensors)
+            return RunRecord(run, "running", None, *init)
+        return RunRecord(run, "missing", None, *init)
 
     def records(self, plan: Plan) -> list[RunRecord]:
         return [self.record(run) for run in plan.runs]
@@ -151,12 +148,16 @@ def finished_run_is_valid(run_dir: Path, run: PlannedRun) -> bool:
 
 
 def same_init(record: RunRecord, baseline: RunRecord | None) -> bool | None:
-    """True when every tensor the run's step-0 weights share with the baseline's (same init seed)
-    is bit-identical; tensors only one side has (a new QKV bias, a tied head) are structure, not init."""
+    """True when the run's step-0 weights hold no random draw the baseline's (same init seed) do not:
+    every tensor both have is bit-identical, and every tensor only the run has is constant (a QKV bias
+    initialised to zeros). Tensors only the baseline has (the head a tied model drops) are structure.
+    Then the run and the baseline differ by the intervention and the training loop only."""
     if record.init_tensors is None or baseline is None or baseline.init_tensors is None:
         return None
     shared = record.init_tensors.keys() & baseline.init_tensors.keys()
-    return bool(shared) and all(record.init_tensors[k] == baseline.init_tensors[k] for k in shared)
+    extra = record.init_tensors.keys() - baseline.init_tensors.keys()
+    return (bool(shared) and all(record.init_tensors[k] == baseline.init_tensors[k] for k in shared)
+            and extra <= record.init_constant)
 
 
 def _format(value: Any) -> str:

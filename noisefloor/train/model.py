@@ -10,8 +10,6 @@ checkpoints that carry one load all the same.
 from __future__ import annotations
 
 import math
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,7 +98,33 @@ class GPTModel(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
-        return self.out_head(self.final_norm(self.trf_blocks(x)))
+        logits = self.out_head(self.final_norm(self.trf_blocks(x)))
+        return logits[..., : self.cfg.vocab_size] if logits.shape[-1] != self.cfg.vocab_size else logits
+
+
+VOCAB_ROWS = ("tok_emb.weight", "out_head.weight")
+
+
+def pad_vocab(model: GPTModel, multiple: int) -> None:
+    """Give tok_emb/out_head zero rows up to a multiple of `multiple` (matmul-friendly shapes on GPUs).
+
+    The extra rows are never indexed, their logits are sliced off before the
+    loss, so they get no gradient and stay zero under AdamW; `export_state`
+    drops them, so checkpoints keep the book's shapes. Applied after
+    initialisation: the initial weights are those of the unpadded model.
+    """
+    vocab = model.cfg.vocab_size
+    padded = -(-vocab // multiple) * multiple
+    if padded == vocab:
+        return
+    with torch.no_grad():
+        for module in (model.tok_emb, model.out_head):
+            if module is model.out_head and model.cfg.tie_weights:
+                model.out_head.weight = model.tok_emb.weight
+                continue
+            grown = torch.zeros(padded, model.cfg.emb_dim, dtype=module.weight.dtype, device=module.weight.device)
+            grown[:vocab] = module.weight
+            module.weight = nn.Parameter(grown)
 
 
 # ---------------------------------------------------------------- initialisation
@@ -170,17 +194,22 @@ def build_model(cfg: ModelConfig, init_seed: int) -> GPTModel:
 
 def export_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The tensors to save: book names, tied weights stored once (as tok_emb.weight)."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    model = unwrap(model)
     state = {name: t.detach() for name, t in model.state_dict().items()}
-    if getattr(model, "cfg", None) is not None and model.cfg.tie_weights:
+    vocab = model.cfg.vocab_size
+    for name in VOCAB_ROWS:
+        if name in state and state[name].shape[0] != vocab:  # pad_vocab's extra rows
+            state[name] = state[name][:vocab]
+    if model.cfg.tie_weights:
         state.pop("out_head.weight", None)
     return state
 
 
-def iter_parameters_sorted(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    state = export_state(model)
-    for name in sorted(state):
-        yield name, state[name]
+def unwrap(model: nn.Module) -> GPTModel:
+    """The GPTModel inside torch.compile and DistributedDataParallel wrappers."""
+    while not isinstance(model, GPTModel):
+        model = getattr(model, "_orig_mod", None) or getattr(model, "module")
+    return model
 
 
 def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -210,11 +239,10 @@ def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -
             raise UserError(
                 f"{source}: tensor {name} has shape {list(tensor.shape)}, the config's model wants {list(expected[name].shape)}"
             )
-    target = getattr(model, "_orig_mod", model)
     with torch.no_grad():
-        for name, param in target.state_dict().items():
+        for name, param in unwrap(model).state_dict().items():
             if name in tensors:
-                param.copy_(tensors[name])
+                param[: tensors[name].shape[0]].copy_(tensors[name])
 
 
 def count_parameters(model: nn.Module) -> int:

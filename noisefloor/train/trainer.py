@@ -30,10 +30,15 @@ import torch.nn.functional as F
 from noisefloor import __version__, atomic
 from noisefloor.config import RunConfig, from_dict
 from noisefloor.errors import UserError
-from noisefloor.train import determinism, state
+from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
+from noisefloor.train.distributed import SINGLE, Ranks
 from noisefloor.train.evaluate import autocast, split_loss
-from noisefloor.train.model import GPTModel, build_model, count_parameters, export_state, load_state
+from noisefloor.train.model import GPTModel, build_model, export_state, load_state, pad_vocab
+
+# Vocabulary rows padded to a multiple of this on CUDA (50257 -> 50304): tensor-core friendly
+# matmul shapes for the output head; checkpoints keep the book's shapes (see model.pad_vocab).
+CUDA_VOCAB_MULTIPLE = 64
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -114,11 +119,12 @@ def _rewrite_lines_up_to(path: Path, last_step: int) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
-        return torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
@@ -150,13 +156,18 @@ def initial_model(config: RunConfig) -> GPTModel:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, progress: ProgressCallback | None = None):
+    """One run, in one process or as one rank of a DDP run (only rank 0 writes files)."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, progress: ProgressCallback | None = None,
+                 ranks: Ranks = SINGLE):
         self.config = config
         self.run = RunDir(Path(run_dir))
         self.progress = progress or (lambda event: None)
+        self.ranks = ranks
 
     # The step loop reads these; they are set up by _setup.
-    model: torch.nn.Module
+    model: torch.nn.Module  # what forward/backward go through (compiled and/or DDP-wrapped)
+    raw_model: GPTModel
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     stream: ShuffledStream
@@ -164,44 +175,38 @@ class Trainer:
     device: torch.device
     param_names: list[str]
 
+    @property
+    def main(self) -> bool:
+        return self.ranks.rank == 0
+
     def _setup(self, resume: bool) -> dict[str, Any]:
-        config, t = self.config, self.config.train
+        config, t, ranks = self.config, self.config.train, self.ranks
         determinism.enable_deterministic_mode(t.threads)
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(t.device, ranks.local)
         self.data = prepare_data(config)
 
         model = initial_model(config)
         init_state = export_state(model)
         init_digests = state.state_digest(init_state)
-        if not self.run.init_weights.exists():
+        if self.main and not self.run.init_weights.exists():
             state.save_tensors(self.run.init_weights, init_state)
         if t.train_seed is not None:
             determinism.seed_everything(t.train_seed)
+        if ranks.rank > 0:  # other ranks draw other dropout masks; rank 0 is exactly the single-process run
+            determinism.seed_everything(determinism.derive_seed("rank", t.init_seed, t.train_seed, ranks.rank))
 
+        if self.device.type == "cuda":
+            pad_vocab(model, CUDA_VOCAB_MULTIPLE)
         model.to(self.device)
         self.param_names = [name for name, _ in model.named_parameters()]
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay,
+                                           fused=self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "amp-fp16")
-        self.model = torch.compile(model) if t.compile else model
         self.raw_model = model
+        wrapped = distributed.wrap(model, self.device) if ranks.distributed else model
+        self.model = torch.compile(wrapped) if t.compile else wrapped
         self.stream = ShuffledStream(self.data.train, determinism.data_seed(t.init_seed, t.train_seed))
 
-        manifest = {
-            "run_id": config.digest()[:16],
-            "noisefloor": __version__,
-            "init_seed": t.init_seed,
-            "train_seed": t.train_seed,
-            "data_seed": self.stream.data_seed,
-            "corpus": self.data.corpus.describe(),
-            "windows": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
-            "parameters": count_parameters(model),
-            "init_digest": init_digests.hexdigest(),
-            "init_tensors": init_digests.tensor_digests,
-            "tokens_per_step": config.tokens_per_step,
-            "compile": t.compile,
-            "device": str(self.device),
-            "environment": determinism.fingerprint(self.device),
-        }
         if resume and self.run.manifest.exists():
             previous = self.run.read_json(self.run.manifest)
             if previous.get("device", "").split(":")[0] != self.device.type:
@@ -209,66 +214,97 @@ class Trainer:
                     f"{self.run.path} was trained on {previous.get('device')}, cannot resume on {self.device}: "
                     "results would not be bit-identical"
                 )
-        atomic.write_json(self.run.manifest, manifest)
+        if self.main:
+            atomic.write_json(self.run.manifest, {
+                "run_id": config.digest()[:16],
+                "noisefloor": __version__,
+                "init_seed": t.init_seed,
+                "train_seed": t.train_seed,
+                "data_seed": self.stream.data_seed,
+                "corpus": self.data.corpus.describe(),
+                "windows": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
+                "parameters": sum(tensor.numel() for tensor in init_state.values()),
+                "init_digest": init_digests.hexdigest(),
+                "init_tensors": init_digests.tensor_digests,
+                "init_constant": sorted(n for n, v in init_state.items() if v.numel() and bool((v == v.flatten()[0]).all())),
+                "tokens_per_step": config.tokens_per_step,
+                "compile": t.compile,
+                "device": str(self.device),
+                "world_size": ranks.world,
+                "distributed": distributed.describe() if ranks.distributed else None,
+                "environment": determinism.fingerprint(self.device),
+            })
         return {"init_digest": init_digests.hexdigest()}
 
     def _restore(self) -> dict[str, Any]:
         """Load the newest checkpoint; returns its JSON state (step 0 state when none)."""
-        state.clean_partial_checkpoints(self.run.path)
+        if self.main:
+            state.clean_partial_checkpoints(self.run.path)
         folders = state.checkpoint_dirs(self.run.path)
         if not folders:
-            for path in (self.run.metrics, self.run.digests):
-                path.unlink(missing_ok=True)
+            if self.main:
+                for path in (self.run.metrics, self.run.digests):
+                    path.unlink(missing_ok=True)
             return {"step": 0, "train_seconds": 0.0}
         model_tensors, state_tensors, saved = state.read_checkpoint(folders[-1])
         if saved.get("config_digest") != self.config.digest():
             raise UserError(f"{folders[-1]}: checkpoint belongs to another config; it cannot be resumed here")
         load_state(self.raw_model, model_tensors, str(folders[-1]))
-        state.restore_optimizer(self.optimizer, self.param_names, {k: v.to(self.device) if k.endswith(("exp_avg", "exp_avg_sq")) else v for k, v in state_tensors.items()}, saved["param_groups"])
+        moments = {k: v.to(self.device) for k, v in state_tensors.items() if k.endswith(("exp_avg", "exp_avg_sq"))}
+        state.restore_optimizer(self.optimizer, self.param_names, {**state_tensors, **moments}, saved["param_groups"])
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
-        determinism.restore_rng(saved["rng"], state_tensors)
-        _rewrite_lines_up_to(self.run.metrics, saved["step"])
-        _rewrite_lines_up_to(self.run.digests, saved["step"])
+        rng_values, rng_tensors = distributed.rng_of_rank(saved["rng"], state_tensors, self.ranks)
+        determinism.restore_rng(rng_values, rng_tensors)
+        if self.main:
+            _rewrite_lines_up_to(self.run.metrics, saved["step"])
+            _rewrite_lines_up_to(self.run.digests, saved["step"])
         return saved
 
     def _checkpoint(self, step: int, train_seconds: float) -> None:
-        rng_values, rng_tensors = determinism.capture_rng()
-        optim_tensors, groups = state.optimizer_tensors(self.optimizer, self.param_names)
-        saved = {
-            "step": step,
-            "train_seconds": train_seconds,
-            "config_digest": self.config.digest(),
-            "param_groups": groups,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": rng_values,
-        }
-        state.write_checkpoint(self.run.path, step, export_state(self.raw_model), {**optim_tensors, **rng_tensors},
-                               saved, self.config.train.keep_checkpoints)
+        rng_values, rng_tensors = distributed.rng_of_all_ranks(*determinism.capture_rng(), self.ranks)
+        if self.main:
+            optim_tensors, groups = state.optimizer_tensors(self.optimizer, self.param_names)
+            saved = {
+                "step": step,
+                "train_seconds": train_seconds,
+                "config_digest": self.config.digest(),
+                "param_groups": groups,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": rng_values,
+            }
+            state.write_checkpoint(self.run.path, step, export_state(self.raw_model), {**optim_tensors, **rng_tensors},
+                                   saved, self.config.train.keep_checkpoints)
+        distributed.barrier(self.ranks)
 
     def _record_digest(self, handle, step: int) -> None:
+        if not self.main:
+            return
         digest = state.state_digest(export_state(self.raw_model))
         handle.write(json.dumps({"step": step, "digest": digest.hexdigest(), "tensors": digest.tensor_digests}) + "\n")
         handle.flush()
 
     def _train_step(self, step: int) -> tuple[float, float]:
-        """One optimizer step; returns (mean loss, pre-clip gradient norm)."""
-        t = self.config.train
+        """One optimizer step; returns (mean loss over every rank's windows, pre-clip gradient norm)."""
+        t, ranks = self.config.train, self.ranks
         lr = learning_rate(self.config, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        micro = t.microbatch_size
-        position = step * t.gradient_accumulation_steps * micro
+        micro, accumulation = t.microbatch_size, t.gradient_accumulation_steps
+        position = step * accumulation * ranks.world * micro  # windows every rank consumed before this step
         loss_sum = torch.zeros((), device=self.device)
-        for k in range(t.gradient_accumulation_steps):
-            inputs, targets = self.stream.take(position + k * micro, micro)
+        for k in range(accumulation):
+            inputs, targets = self.stream.take(position + (k * ranks.world + ranks.rank) * micro, micro)
             x = torch.from_numpy(inputs).to(self.device, non_blocking=True)
             y = torch.from_numpy(targets).to(self.device, non_blocking=True)
-            with autocast(self.device, t.precision):
-                logits = self.model(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / t.gradient_accumulation_steps
-            self.scaler.scale(loss).backward()
+            last = k == accumulation - 1  # DDP all-reduces the gradients on the last microbatch only
+            with distributed.maybe_no_sync(self.model, ranks.distributed and not last):
+                with autocast(self.device, t.precision):
+                    logits = self.model(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / accumulation
+                self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
+        loss_sum = distributed.mean_over_ranks(loss_sum, ranks)
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.raw_model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads)
@@ -279,16 +315,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss_sum), float(grad_norm)
 
+    def _open(self, path: Path):
+        return open(path, "a") if self.main else open(os.devnull, "w")
+
     def run_training(self, resume: bool) -> dict[str, Any]:
         config, t = self.config, self.config.train
         setup = self._setup(resume)
         saved = self._restore() if resume else {"step": 0, "train_seconds": 0.0}
+        distributed.barrier(self.ranks)  # every rank has read the checkpoint before rank 0 writes a newer one
         start, train_seconds = saved["step"], saved["train_seconds"]
         self.progress({"event": "start", "step": start, "steps": t.steps, "run": str(self.run.path)})
 
         self.model.train()
         val_loss = None
-        with open(self.run.metrics, "a") as metrics, open(self.run.digests, "a") as digests:
+        evaluate = lambda windows: split_loss(self.raw_model, windows, t.microbatch_size, self.device, t.precision)
+        with self._open(self.run.metrics) as metrics, self._open(self.run.digests) as digests:
             if start == 0 and t.digest_interval:
                 self._record_digest(digests, 0)
             for step in range(start, t.steps):
@@ -304,7 +345,7 @@ class Trainer:
                           "tokens_per_s": config.tokens_per_step / elapsed}
                 metrics.write(json.dumps(record) + "\n")
                 if t.eval_interval and done % t.eval_interval == 0 and done != t.steps:
-                    val_loss = split_loss(self.model, self.data.val, t.microbatch_size, self.device, t.precision)
+                    val_loss = evaluate(self.data.val)
                     metrics.write(json.dumps({"step": done, "val_loss": val_loss}) + "\n")
                     record["val_loss"] = val_loss
                 metrics.flush()
@@ -314,14 +355,13 @@ class Trainer:
                     self._checkpoint(done, train_seconds)
                 self.progress({"event": "step", "steps": t.steps, **record})
 
-            val_loss = split_loss(self.model, self.data.val, t.microbatch_size, self.device, t.precision)
+            val_loss = evaluate(self.data.val)
             metrics.write(json.dumps({"step": t.steps, "val_loss": val_loss}) + "\n")
             if t.digest_interval and t.steps % t.digest_interval:
                 self._record_digest(digests, t.steps)
-        test_loss = split_loss(self.model, self.data.test, t.microbatch_size, self.device, t.precision)
+        test_loss = evaluate(self.data.test)
 
         final_state = export_state(self.raw_model)
-        state.save_tensors(self.run.final_weights, final_state)
         tokens_seen = t.steps * config.tokens_per_step
         result = {
             "status": "done",
@@ -337,7 +377,9 @@ class Trainer:
             "error": None,
             **_peak_memory(self.device),
         }
-        atomic.write_json(self.run.result, result)
+        if self.main:
+            state.save_tensors(self.run.final_weights, final_state)
+            atomic.write_json(self.run.result, result)
         self.progress({"event": "done", **result})
         return result
 
@@ -347,9 +389,17 @@ class Trainer:
             "tokens_seen": step * self.config.tokens_per_step, "seconds": train_seconds, "tokens_per_s": None,
             "init_digest": setup["init_digest"], "final_digest": None, "error": message, **_peak_memory(self.device),
         }
-        atomic.write_json(self.run.result, result)
+        if self.main:
+            atomic.write_json(self.run.result, result)
         self.progress({"event": "diverged", **result})
         return result
+
+
+def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resume: bool) -> dict[str, Any]:
+    """In this process, or through torchrun when the run asks for several processes."""
+    if config.train.world_size > 1:
+        return distributed.launch(run.path, config, progress)
+    return Trainer(config, run.path, progress).run_training(resume=resume)
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -361,7 +411,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: Progress
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
         atomic.write_json(run.config, config.to_dict())
-        return Trainer(config, run.path, progress).run_training(resume=False)
+        return _run(config, run, progress, resume=False)
 
 
 def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -374,4 +424,4 @@ def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = 
         finished = run.read_result()
         if finished is not None:
             return finished
-        return Trainer(config, run.path, progress).run_training(resume=True)
+        return _run(config, run, progress, resume=True)
