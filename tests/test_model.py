@@ -140,3 +140,30 @@ def test_gpt2_init_scales_residual_projections(micro_config):
     assert state["trf_blocks.0.att.W_query.weight"].std().item() == pytest.approx(0.02, rel=0.05)
     assert state["trf_blocks.0.att.out_proj.weight"].std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
     assert state["trf_blocks.0.ff.layers.0.bias"].abs().sum().item() == 0.0
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_padded_vocabulary_changes_nothing_a_user_sees(micro_config, tie):
+    """pad_vocab (used on CUDA) adds zero rows that no token indexes and no logit reaches."""
+    import copy
+
+    from noisefloor.train.model import export_state, load_state, pad_vocab
+
+    cfg = micro_config.replace(model={"vocab_size": 500, "tie_weights": tie})
+    plain = build_model(cfg.model, 1)
+    padded = copy.deepcopy(plain)
+    pad_vocab(padded, 64)
+    assert padded.tok_emb.weight.shape[0] == 512 and (padded.out_head.weight is padded.tok_emb.weight) == tie
+    idx = torch.randint(0, 500, (2, 16))
+    plain.eval(), padded.eval()
+    logits = padded(idx)
+    assert logits.shape[-1] == 500
+    torch.testing.assert_close(logits, plain(idx), rtol=1e-5, atol=1e-5)
+    logits.sum().backward()
+    assert padded.tok_emb.weight.grad[500:].abs().sum() == 0 and padded.out_head.weight.grad[500:].abs().sum() == 0
+    exported, original = export_state(padded), export_state(plain)
+    assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in original)
+    again = build_model(cfg.model, 2)
+    pad_vocab(again, 64)
+    load_state(again, original, "test")  # a book-shaped checkpoint loads into a padded model
+    assert all(torch.equal(export_state(again)[k], original[k]) for k in original)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -13,9 +13,14 @@ from noisefloor.train.data import Windows
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 
 
+@contextmanager
 def autocast(device: torch.device, precision: str):
+    """The run's precision and, on CUDA, its pinned attention kernels, around a forward pass."""
+    from noisefloor.train.model import attention_backends
+
     dtype = AUTOCAST_DTYPES.get(precision)
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    with attention_backends(device), (torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()):
+        yield
 
 
 @torch.no_grad()

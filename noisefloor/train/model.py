@@ -19,6 +19,23 @@ from noisefloor.errors import UserError
 from noisefloor.train.determinism import derive_seed
 
 
+# On CUDA, attention may use flash, then memory-efficient, then math kernels, in that order: all three
+# have deterministic backward passes under torch.use_deterministic_algorithms(True); cuDNN attention
+# is left out (it has none). On the CPU the choice is PyTorch's.
+CUDA_ATTENTION_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+
+
+def attention_backends(device: torch.device):
+    """Context pinning the SDPA backends (CUDA); a no-op elsewhere."""
+    from contextlib import nullcontext
+
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in CUDA_ATTENTION_BACKENDS], set_priority=True)
+
+
 class LayerNorm(nn.Module):
     def __init__(self, emb_dim: int):
         super().__init__()

@@ -34,7 +34,7 @@ from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
 from noisefloor.train.distributed import SINGLE, Ranks
 from noisefloor.train.evaluate import autocast, split_loss
-from noisefloor.train.model import GPTModel, build_model, export_state, load_state, pad_vocab
+from noisefloor.train.model import CUDA_ATTENTION_BACKENDS, GPTModel, build_model, export_state, load_state, pad_vocab
 
 # Vocabulary rows padded to a multiple of this on CUDA (50257 -> 50304): tensor-core friendly
 # matmul shapes for the output head; checkpoints keep the book's shapes (see model.pad_vocab).
@@ -230,6 +230,8 @@ class Trainer:
                 "tokens_per_step": config.tokens_per_step,
                 "compile": t.compile,
                 "device": str(self.device),
+                "attention_backends": list(CUDA_ATTENTION_BACKENDS) if self.device.type == "cuda" else "pytorch default (CPU)",
+                "vocab_rows": int(self.raw_model.tok_emb.weight.shape[0]),
                 "world_size": ranks.world,
                 "distributed": distributed.describe() if ranks.distributed else None,
                 "environment": determinism.fingerprint(self.device),
