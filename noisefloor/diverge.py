@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from noisefloor.errors import UserError
+from noisefloor.rundir import RunDir
 
 # environment keys that decide bit-identity (the rest of the fingerprint is informative)
 IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "blas", "device")
@@ -39,15 +40,6 @@ class Divergence:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "diverged": self.diverged}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: {path.parent} is not a noisefloor run directory") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is corrupt: {exc}") from None
 
 
 def read_digests(run: Path) -> dict[int, dict[str, Any]]:
@@ -105,11 +97,12 @@ def diverge(run_a: str | Path, run_b: str | Path) -> Divergence:
         ta, tb = da.get("tensors", {}), db.get("tensors", {})
         tensors = sorted(name for name in ta.keys() | tb.keys() if ta.get(name) != tb.get(name))
         break
-    manifest_a, manifest_b = _read_json(a / "manifest.json"), _read_json(b / "manifest.json")
+    dir_a, dir_b = RunDir(a), RunDir(b)
+    manifest_a, manifest_b = dir_a.read_json(dir_a.manifest), dir_b.read_json(dir_b.manifest)
     return Divergence(
         run_a=str(a), run_b=str(b), compared_steps=len(common), first_divergent_step=first,
         last_equal_step=last_equal, first_tensors=tensors,
-        config_differences=differences(_read_json(a / "config.json"), _read_json(b / "config.json")),
+        config_differences=differences(dir_a.read_json(dir_a.config), dir_b.read_json(dir_b.config)),
         environment_differences=environment_differences(manifest_a.get("environment", {}), manifest_b.get("environment", {})),
         last_common_step=common[-1],
     )

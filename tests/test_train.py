@@ -226,13 +226,15 @@ def test_resume_of_a_finished_run_changes_nothing(micro_runs, capsys):
 
 
 def test_a_run_directory_cannot_be_trained_twice_at_once(micro_config, tmp_path):
-    run = trainer.RunDir(tmp_path)
-    with trainer.exclusive(run):
-        assert trainer.is_locked(tmp_path)
+    from noisefloor.rundir import RunDir, exclusive, is_locked
+
+    run = RunDir(tmp_path)
+    with exclusive(run):
+        assert is_locked(tmp_path)
         with pytest.raises(Exception, match="another process"):
-            with trainer.exclusive(run):
+            with exclusive(run):
                 pass
-    assert not trainer.is_locked(tmp_path)
+    assert not is_locked(tmp_path)
 
 
 # ---------------------------------------------------------------- divergence

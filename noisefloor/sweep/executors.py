@@ -32,9 +32,10 @@ Observer = Callable[[dict[str, Any]], None]
 def execute_run(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Train, resume or return one run. A run's own failure becomes a `failed` result.json, not an exception."""
     from noisefloor.config import from_dict
+    from noisefloor.rundir import RunDir
     from noisefloor.train import trainer
 
-    run = trainer.RunDir(Path(run_dir))
+    run = RunDir(Path(run_dir))
     try:
         if run.config.exists():
             return trainer.resume(run.path)

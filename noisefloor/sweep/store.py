@@ -25,6 +25,7 @@ from typing import Any
 from noisefloor import atomic
 from noisefloor.config import from_dict
 from noisefloor.errors import UserError
+from noisefloor.rundir import RunDir, is_locked
 from noisefloor.sweep.interventions import BASELINE
 from noisefloor.sweep.spec import Plan, PlannedRun
 
@@ -100,8 +101,6 @@ class SweepStore:
         return self.runs_dir / run.run_id
 
     def record(self, run: PlannedRun) -> RunRecord:
-        from noisefloor.train.trainer import RunDir, is_locked
-
         run_dir = RunDir(self.run_dir(run))
         manifest = _read_json(run_dir.manifest) or {}
         init = (manifest.get("init_tensors"), frozenset(manifest.get("init_constant", ())))

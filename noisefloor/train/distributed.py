@@ -131,7 +131,7 @@ def rng_of_rank(values: Any, tensors: dict[str, torch.Tensor], ranks: Ranks) -> 
 def launch(run_dir: Path, config, progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     """Train or resume `run_dir` with torchrun; report progress from its metrics; return its result.json."""
     from noisefloor.processes import die_with_parent
-    from noisefloor.train.trainer import RunDir
+    from noisefloor.rundir import RunDir
 
     run = RunDir(run_dir)
     t = config.train
@@ -180,7 +180,8 @@ def main(argv: list[str]) -> int:
     import torch.distributed as dist
 
     from noisefloor.processes import die_with_parent
-    from noisefloor.train.trainer import RunDir, Trainer
+    from noisefloor.rundir import RunDir
+    from noisefloor.train.trainer import Trainer
 
     die_with_parent()
     run = RunDir(Path(argv[0]))

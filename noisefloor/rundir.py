@@ -1,0 +1,72 @@
+"""A run directory's files, and the lock that keeps two processes from training it at once.
+
+Torch-free: `diverge`, `status` and the sweep store read run directories
+without importing torch. The layout is documented in train/trainer.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from noisefloor.config import RunConfig, from_dict
+from noisefloor.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    config = property(lambda self: self.path / "config.json")
+    manifest = property(lambda self: self.path / "manifest.json")
+    init_weights = property(lambda self: self.path / "init.safetensors")
+    final_weights = property(lambda self: self.path / "model.safetensors")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    digests = property(lambda self: self.path / "digests.jsonl")
+    result = property(lambda self: self.path / "result.json")
+    lock = property(lambda self: self.path / ".lock")
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} not found: {self.path} is not a noisefloor run directory") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is corrupt ({exc}); delete the run directory and train again") from None
+
+    def read_config(self) -> RunConfig:
+        return from_dict(self.read_json(self.config), source=str(self.config))
+
+    def read_result(self) -> dict[str, Any] | None:
+        return self.read_json(self.result) if self.result.exists() else None
+
+
+@contextmanager
+def exclusive(run_dir: RunDir) -> Iterator[None]:
+    """Hold the run directory's lock so two processes never train it at once."""
+    handle = open(run_dir.lock, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir.path} is being trained by another process") from None
+        yield
+    finally:
+        handle.close()
+
+
+def is_locked(path: Path) -> bool:
+    """True while some process trains this run directory."""
+    lock = Path(path) / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
