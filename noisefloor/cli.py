@@ -16,6 +16,9 @@ from noisefloor import __version__
 from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
+# --help lists the commands in the order a newcomer uses them
+ORDER = ("demo", "train", "eval", "smoke", "sweep", "reseed", "status", "classify", "report",
+         "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
 
@@ -49,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="noisefloor",
         description="Is a change to your training run real signal, or seed noise?",
+        epilog="Start with `noisefloor demo`: the whole study on a built-in default, in a few minutes on a CPU.",
     )
     parser.add_argument("--version", action="version", version=f"noisefloor {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help_text, arguments, handler in COMMANDS:
+    for name, help_text, arguments, handler in sorted(COMMANDS, key=lambda c: ORDER.index(c[0])):
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         arguments(sub)
         sub.set_defaults(handler=handler)
