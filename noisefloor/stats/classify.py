@@ -378,7 +378,7 @@ def _no_floor(verdict: Verdict, why: str, notes: list[str], kind: str, most: int
 
 
 def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
-    why = f"initial weights are the baseline's (same_init from {verdict.same_init_source})"
+    why = f"initial weights are the baseline's (same_init from the {verdict.same_init_source})"
     train_floors = {f.init_seed: f for f in ctx.floors if f.kind == TRAIN}
     seeds = verdict.init_seeds
     without = [s for s in seeds if s not in train_floors]
@@ -407,7 +407,7 @@ def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verd
 
 def _against_init_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
     if verdict.same_init is False:
-        why = f"initial weights differ from the baseline's (same_init from {verdict.same_init_source})"
+        why = f"initial weights differ from the baseline's (same_init from the {verdict.same_init_source})"
     else:
         why = "same_init unknown (no same_init or init_digest for its runs): the init floor is the conservative choice"
     init_floors = {f.stream: f for f in ctx.floors if f.kind == INIT}
