@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from noisefloor import __version__
 from noisefloor.errors import UserError
@@ -48,14 +48,21 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage mistake is one line naming it and where help is, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="noisefloor",
         description="Is a change to your training run real signal, or seed noise?",
         epilog="Start with `noisefloor demo`: the whole study on a built-in default, in a few minutes on a CPU.",
     )
     parser.add_argument("--version", action="version", version=f"noisefloor {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineErrorParser)
     for name, help_text, arguments, handler in sorted(COMMANDS, key=lambda c: ORDER.index(c[0])):
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         arguments(sub)
@@ -78,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user named: a bug or a failing machine, keep the traceback
+            raise
+        print(f"noisefloor {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------- training

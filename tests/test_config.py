@@ -110,3 +110,30 @@ def test_every_config_key_is_documented_in_the_readme():
     readme = (REPO / "README.md").read_text()
     missing = [f"{section}.{key}" for section, key, _, _ in config_module.describe() if f"`{section}.{key}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_usage_mistakes_are_one_line_pointing_at_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, "sweep", "--init-seeds", "a,b")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.strip().splitlines() == [
+        "noisefloor sweep: error: argument --init-seeds: expected comma-separated integers, got 'a,b' "
+        "(see noisefloor sweep --help)"]
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_out_onto_a_file_is_refused_and_the_file_kept(capsys, tmp_path, command):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("my notes")
+    seeds = ["--init-seeds", "1"] if command == "sweep" else []
+    code, _, err = run_cli(capsys, command, "--config", REPO / "training" / "micro.toml", *seeds, "--out", taken)
+    assert code == 2 and err.strip().splitlines() == [
+        f"noisefloor {command}: error: {taken}: exists and is not a directory; choose another --out"]
+    assert taken.read_text() == "my notes"
+
+
+def test_an_unwritable_out_is_one_line_naming_the_path(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "run"  # a path below a regular file can never be created
+    code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml", "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(tmp_path / "file") in err

@@ -29,7 +29,8 @@ def last_training_line(metrics: Path) -> dict[str, Any] | None:
 
 
 class SweepView:
-    """Observer + tick for `run_sweep`, rendered with rich.Live on stderr."""
+    """Observer + tick for `run_sweep`, rendered with rich.Live on stderr. It appears
+    with the plan, so a sweep refused before training prints only its error line."""
 
     def __init__(self, runs_dir: Path, console=None):
         self.runs_dir = runs_dir
@@ -43,11 +44,13 @@ class SweepView:
         self.live = None
 
     def __enter__(self) -> "SweepView":
+        return self
+
+    def _start(self) -> None:
         from rich.live import Live
 
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
-        return self
 
     def __exit__(self, *exc) -> None:
         if self.live is not None:
@@ -62,6 +65,8 @@ class SweepView:
                 self.steps[run_id] = record.planned.config.train.steps
                 self.status[run_id] = "queued" if run_id in event["todo"] else record.status
             self.total = len(event["records"])
+            if self.live is None:
+                self._start()
         elif kind == "started":
             self.status[event["run"]] = "running"
             self.started_at[event["run"]] = time.time()

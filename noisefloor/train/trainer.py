@@ -348,6 +348,8 @@ def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resu
 def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Train a new run into `run_dir` (which must not hold a run yet)."""
     run = RunDir(Path(run_dir))
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path}: exists and is not a directory; choose another --out")
     if run.config.exists():
         raise UserError(f"{run.path} already holds a run; resume it with --resume or choose another --out")
     prepare_data(config)  # a bad data source or context length fails before anything is written
