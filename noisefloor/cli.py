@@ -38,11 +38,33 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    from noisefloor.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
 def _seed_list(text: str) -> list[int]:
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        seeds = [_seed(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds between 0 and 2**63-1, got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("the seed list is empty")
     return seeds
@@ -132,8 +154,8 @@ class TrainingProgress:
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML or JSON run config (default: built-in defaults)")
-    p.add_argument("--init-seed", type=int, help="weight-init seed (sets train.init_seed)")
-    p.add_argument("--train-seed", type=int, help="re-seed the training loop after init (sets train.train_seed)")
+    p.add_argument("--init-seed", type=_seed, help="weight-init seed (sets train.init_seed)")
+    p.add_argument("--train-seed", type=_seed, help="re-seed the training loop after init (sets train.train_seed)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set train.clipping_max_norm=3.5 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<run id>)")
@@ -200,10 +222,10 @@ def _eval(args: argparse.Namespace) -> int:
 def _smoke_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="RUN_DIR|WEIGHTS", help="a run directory or a .safetensors file")
     p.add_argument("--prompt", default="Every effort moves you", help="text to continue")
-    p.add_argument("--tokens", type=int, default=40, help="new tokens (default 40)")
+    p.add_argument("--tokens", type=_positive_int, default=40, help="new tokens (default 40)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    p.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--top-k", type=_positive_int, help="sample only among the k most likely tokens")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed (default 0)")
     p.add_argument("--config", help="config of the weights (default: the run's config.json)")
 
 
@@ -211,8 +233,6 @@ def _smoke_arguments(p: argparse.ArgumentParser) -> None:
 def _smoke(args: argparse.Namespace) -> int:
     from noisefloor.train.generate import continue_text
 
-    if args.tokens < 1:
-        raise UserError("--tokens must be at least 1")
     print(continue_text(args.target, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.config))
     return 0
 
@@ -225,7 +245,7 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a key of the base config (repeatable)")
     p.add_argument("--interventions", type=lambda s: [n.strip() for n in s.split(",") if n.strip()], default=[],
                    help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
-    p.add_argument("--jobs", type=int, help="runs in parallel (default: cores / threads per run, or one per GPU)")
+    p.add_argument("--jobs", type=_positive_int, help="runs in parallel (default: cores / threads per run, or one per GPU)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
     p.add_argument("--partition", help="slurm partition")
     p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (default 0)")
@@ -256,8 +276,6 @@ def _run_plan(plan, out: str, args: argparse.Namespace) -> int:
     from noisefloor.report.live import SweepView
     from noisefloor.sweep.runner import SweepOptions, run_sweep
 
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError("--jobs must be at least 1")
     options = SweepOptions(executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed,
                            partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time)
     if args.quiet:
@@ -516,7 +534,7 @@ def _verify_identical(args: argparse.Namespace) -> int:
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a first look: the same study with a quarter of the training")
     p.add_argument("--out", help="output folder (default: reports/demo, or reports/demo-quick)")
-    p.add_argument("--jobs", type=int, help="runs in parallel (default: one per core)")
+    p.add_argument("--jobs", type=_positive_int, help="runs in parallel (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no live view")
 
 
@@ -529,8 +547,6 @@ def _demo(args: argparse.Namespace) -> int:
     from noisefloor.report.live import SweepView
 
     out = Path(args.out or ("reports/demo-quick" if args.quick else "reports/demo"))
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError("--jobs must be at least 1")
     if args.quiet:
         result = run_demo(out, args.quick, args.jobs)
     else:

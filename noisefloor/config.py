@@ -26,6 +26,7 @@ INITS = ("pytorch-default", "gpt2")
 INIT_SCHEMES = ("per-parameter", "sequential")
 PRECISIONS = ("fp32", "amp-fp16", "amp-bf16")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2**63 - 1  # the largest seed every RNG takes (torch refuses beyond 64 bits, numpy below 0)
 
 
 def _choice(options: tuple[str, ...]):
@@ -85,8 +86,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    init_seed: int = _spec(42, "seeds every RNG before the model is built")
-    train_seed: int | None = _spec(None, "re-seeds every RNG right after the model is built (absent: the RNG simply continues)", optional=True)
+    init_seed: int = _spec(42, "seeds every RNG before the model is built", _in_range(0, MAX_SEED))
+    train_seed: int | None = _spec(None, "re-seeds every RNG right after the model is built (absent: the RNG simply continues)",
+                                   _in_range(0, MAX_SEED), optional=True)
     data: str = _spec("builtin", "'builtin' (Python's own documentation), a text file or folder, a .safetensors with a uint16 'tokens' tensor, or llm.c .bin shards (file, folder or glob)")
     steps: int = _spec(100, "optimizer steps", _at_least(1))
     microbatch_size: int = _spec(8, "windows per forward/backward pass", _at_least(1))

@@ -60,11 +60,10 @@ def run_demo(out: str | Path, quick: bool = False, jobs: int | None = None,
              observer: Callable[[dict[str, Any]], None] = lambda e: None,
              tick: Callable[[], None] = lambda: None) -> DemoResult:
     from noisefloor.report.write import write_report
-    from noisefloor.stats.classify import analyse
     from noisefloor.train.determinism import fingerprint
 
-    out = Path(out)
+    out = atomic.out_folder(out)
     summary = run_sweep(demo_plan(quick), out / "sweep", SweepOptions(jobs=jobs), observer, tick)
     written = write_report(out / "sweep", out)
     atomic.write_json(out / "environment.json", fingerprint())
-    return DemoResult(summary, analyse(written.csv), written.html, written.markdown)
+    return DemoResult(summary, written.analysis, written.html, written.markdown)

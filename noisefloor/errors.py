@@ -1,7 +1,8 @@
 """The one exception type for mistakes a user can make.
 
-The CLI turns a UserError into a single line on stderr and exit code 2;
-every other exception is a bug and keeps its traceback.
+The CLI turns a UserError into a single line on stderr and exit code 2, and
+so an OSError about a path the user named; every other exception is a bug
+and keeps its traceback.
 """
 
 

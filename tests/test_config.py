@@ -117,7 +117,7 @@ def test_usage_mistakes_are_one_line_pointing_at_help(capsys):
         run_cli(capsys, "sweep", "--init-seeds", "a,b")
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.strip().splitlines() == [
-        "noisefloor sweep: error: argument --init-seeds: expected comma-separated integers, got 'a,b' "
+        "noisefloor sweep: error: argument --init-seeds: expected comma-separated seeds between 0 and 2**63-1, got 'a,b' "
         "(see noisefloor sweep --help)"]
 
 
@@ -137,3 +137,25 @@ def test_an_unwritable_out_is_one_line_naming_the_path(capsys, tmp_path):
     out = tmp_path / "file" / "run"  # a path below a regular file can never be created
     code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml", "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(tmp_path / "file") in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_refused_before_the_run_directory_exists(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml",
+                           "--set", "train.device=cuda", "--out", tmp_path / "run")
+    assert code == 2 and "no CUDA device" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--config", "micro", "--init-seed", str(2**64), "--out", "run"],
+    ["smoke", "run", "--temperature", "1", "--top-k", "-3"],
+    ["smoke", "run", "--seed", "-1"],
+    ["sweep", "--config", "micro", "--init-seeds", "1", "--jobs", "0", "--out", "s"],
+])
+def test_out_of_range_numbers_are_usage_mistakes(capsys, tmp_path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, *argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "(see noisefloor" in err
+    assert list(tmp_path.iterdir()) == []

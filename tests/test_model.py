@@ -115,6 +115,18 @@ def test_eval_of_a_book_checkpoint_and_vocab_mismatch(micro_config, book_checkpo
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_tied_config_names_what_an_untied_file_lacks(micro_config, tmp_path, capsys):
+    import json
+
+    weights = tmp_path / "head-only.safetensors"
+    save_file({"out_head.weight": torch.zeros(512, 32)}, str(weights))
+    config_path = tmp_path / "tied.json"
+    config_path.write_text(json.dumps(micro_config.replace(model={"tie_weights": True}).to_dict()))
+    code, _, err = run_cli(capsys, "eval", weights, "--config", config_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "does not match the config's model" in err and "unexpected out_head.weight" in err
+
+
 def test_tied_weights_are_one_tensor_saved_once(micro_config):
     model = build_model(micro_config.replace(model={"tie_weights": True}).model, 1)
     assert model.out_head.weight is model.tok_emb.weight

@@ -91,9 +91,10 @@ def test_run_directory_contents(micro_runs):
     assert steps == list(range(1, 21))
     assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(lines[0])
     assert [line["step"] for line in lines if "val_loss" in line] == [10, 20]
-    digests = [json.loads(line)["step"] for line in (run / "digests.jsonl").read_text().splitlines()]
-    assert digests == [0, 5, 10, 15, 20]
+    digests = [json.loads(line) for line in (run / "digests.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in digests] == [0, 5, 10, 15, 20]
     result = results["a"]
+    assert digests[0]["digest"] == result["init_digest"] and digests[-1]["digest"] == result["final_digest"]
     assert result["status"] == "done" and result["tokens_seen"] == 20 * 4 * 32
     assert result["peak_memory_bytes"] > 0
 

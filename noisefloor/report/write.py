@@ -46,6 +46,7 @@ class Written:
     json: Path
     csv: Path
     figures: tuple[Path, ...]
+    analysis: Analysis
 
 
 def write_report(source: str | Path, out: str | Path) -> Written:
@@ -56,9 +57,7 @@ def write_report(source: str | Path, out: str | Path) -> Written:
     except OSError as exc:
         raise UserError(f"{csv_path}: cannot read ({exc.strerror})") from None
     analysis = analyse_results(results_from_bytes(data, str(csv_path)))
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a directory; choose another --out")
+    folder = atomic.out_folder(out)
 
     curves, curve_notes = figures.read_curves(analysis, csv_path.parent)
     pngs = {
@@ -84,6 +83,7 @@ def write_report(source: str | Path, out: str | Path) -> Written:
         folder / "analysis.json",
         folder / "results.csv",
         tuple(folder / name for name in pngs),
+        analysis,
     )
 
 

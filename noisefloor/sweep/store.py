@@ -47,9 +47,7 @@ class RunRecord:
 
 class SweepStore:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"{self.path}: exists and is not a directory; choose another --out")
+        self.path = atomic.out_folder(path)
         self.plan_file = self.path / "sweep.json"
         self.results_file = self.path / "results.csv"
         self.runs_dir = self.path / "runs"

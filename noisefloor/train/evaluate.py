@@ -53,16 +53,17 @@ def resolve_weights(target: str, config_path: str | None) -> tuple["RunConfig", 
 
     from noisefloor import config as config_module
     from noisefloor.errors import UserError
+    from noisefloor.rundir import RunDir
 
     path = Path(target)
     if path.is_dir():
-        weights = path / "model.safetensors"
+        weights = RunDir(path).final_weights
         if not weights.exists():
-            raise UserError(f"{path}: no model.safetensors (the run has not finished; resume it with noisefloor train --resume)")
-        config_file = Path(config_path) if config_path else path / "config.json"
+            raise UserError(f"{path}: no {weights.name} (the run has not finished; resume it with noisefloor train --resume)")
+        config_file = Path(config_path) if config_path else RunDir(path).config
     elif path.is_file():
         weights = path
-        config_file = Path(config_path) if config_path else path.parent / "config.json"
+        config_file = Path(config_path) if config_path else RunDir(path.parent).config
         if not config_file.exists():
             raise UserError(f"{path}: no config.json beside it; pass --config with the model's config")
     else:
@@ -71,12 +72,12 @@ def resolve_weights(target: str, config_path: str | None) -> tuple["RunConfig", 
 
 
 def load_model(config: "RunConfig", weights: "Path", device: torch.device) -> torch.nn.Module:
-    from noisefloor.train.model import build_model, load_state
+    from noisefloor.train.model import build_model, load_state, place_on
     from noisefloor.train.state import load_tensors
 
     model = build_model(config.model, config.train.init_seed)
     load_state(model, load_tensors(weights), str(weights))
-    return model.to(device).eval()
+    return place_on(model, device).eval()
 
 
 def evaluate(target: str, config_path: str | None = None, split: str = "test") -> dict:

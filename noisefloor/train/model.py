@@ -120,6 +120,9 @@ class GPTModel(nn.Module):
 
 
 VOCAB_ROWS = ("tok_emb.weight", "out_head.weight")
+# Vocabulary rows padded to a multiple of this on CUDA (50257 -> 50304): tensor-core friendly
+# matmul shapes for the output head; checkpoints keep the book's shapes (see pad_vocab).
+CUDA_VOCAB_MULTIPLE = 64
 
 
 def pad_vocab(model: GPTModel, multiple: int) -> None:
@@ -209,9 +212,16 @@ def build_model(cfg: ModelConfig, init_seed: int) -> GPTModel:
 # ---------------------------------------------------------------- state dicts
 
 
-def export_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def place_on(model: GPTModel, device: torch.device) -> GPTModel:
+    """Move a model where it runs, padded on CUDA. Training and `eval` both place models
+    here, so `eval` computes the trainer's test loss with the same shapes and kernels."""
+    if device.type == "cuda":
+        pad_vocab(model, CUDA_VOCAB_MULTIPLE)
+    return model.to(device)
+
+
+def export_state(model: GPTModel) -> dict[str, torch.Tensor]:
     """The tensors to save: book names, tied weights stored once (as tok_emb.weight)."""
-    model = unwrap(model)
     state = {name: t.detach() for name, t in model.state_dict().items()}
     vocab = model.cfg.vocab_size
     for name in VOCAB_ROWS:
@@ -222,17 +232,10 @@ def export_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def unwrap(model: nn.Module) -> GPTModel:
-    """The GPTModel inside torch.compile and DistributedDataParallel wrappers."""
-    while not isinstance(model, GPTModel):
-        model = getattr(model, "_orig_mod", None) or getattr(model, "module")
-    return model
-
-
 def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load book-named tensors, checking names and shapes with a clear message."""
     tensors = {k: v for k, v in tensors.items() if not k.endswith(".att.mask")}
-    if model.cfg.tie_weights and "out_head.weight" in tensors:
+    if model.cfg.tie_weights and "out_head.weight" in tensors and "tok_emb.weight" in tensors:
         if not torch.equal(tensors["out_head.weight"], tensors["tok_emb.weight"]):
             raise UserError(f"{source}: the config ties weights but out_head.weight differs from tok_emb.weight")
         tensors.pop("out_head.weight")
@@ -257,7 +260,7 @@ def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -
                 f"{source}: tensor {name} has shape {list(tensor.shape)}, the config's model wants {list(expected[name].shape)}"
             )
     with torch.no_grad():
-        for name, param in unwrap(model).state_dict().items():
+        for name, param in model.state_dict().items():
             if name in tensors:
                 param[: tensors[name].shape[0]].copy_(tensors[name])
 

@@ -106,11 +106,7 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic.fsync_dir(folder)
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -27,17 +27,14 @@ import torch.nn.functional as F
 
 from noisefloor import __version__, atomic
 from noisefloor.config import RunConfig
+from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError
 from noisefloor.rundir import RunDir, exclusive
 from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
 from noisefloor.train.distributed import SINGLE, Ranks
 from noisefloor.train.evaluate import autocast, split_loss
-from noisefloor.train.model import CUDA_ATTENTION_BACKENDS, GPTModel, build_model, export_state, load_state, pad_vocab
-
-# Vocabulary rows padded to a multiple of this on CUDA (50257 -> 50304): tensor-core friendly
-# matmul shapes for the output head; checkpoints keep the book's shapes (see model.pad_vocab).
-CUDA_VOCAB_MULTIPLE = 64
+from noisefloor.train.model import CUDA_ATTENTION_BACKENDS, GPTModel, build_model, export_state, load_state, place_on
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -60,10 +57,15 @@ def _rewrite_lines_up_to(path: Path, last_step: int) -> None:
 # ---------------------------------------------------------------- helpers
 
 
+def require_device(name: str) -> None:
+    """Refuse a device this machine lacks, without touching (and so initialising) CUDA."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    require_device(name)
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
@@ -100,11 +102,12 @@ class Trainer:
     """One run, in one process or as one rank of a DDP run (only rank 0 writes files)."""
 
     def __init__(self, config: RunConfig, run_dir: Path, progress: ProgressCallback | None = None,
-                 ranks: Ranks = SINGLE):
+                 ranks: Ranks = SINGLE, data: Data | None = None):
         self.config = config
         self.run = RunDir(Path(run_dir))
         self.progress = progress or (lambda event: None)
         self.ranks = ranks
+        self.data = data  # prepared by the caller, or in _setup
 
     # The step loop reads these; they are set up by _setup.
     model: torch.nn.Module  # what forward/backward go through (compiled and/or DDP-wrapped)
@@ -112,7 +115,6 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     stream: ShuffledStream
-    data: Data
     device: torch.device
     param_names: list[str]
 
@@ -120,11 +122,13 @@ class Trainer:
     def main(self) -> bool:
         return self.ranks.rank == 0
 
-    def _setup(self, resume: bool) -> dict[str, Any]:
+    def _setup(self, resume: bool) -> TensorDigest:
+        """Model, optimizer, data stream and manifest; returns the digest of the initial weights."""
         config, t, ranks = self.config, self.config.train, self.ranks
         determinism.enable_deterministic_mode(t.threads)
         self.device = resolve_device(t.device, ranks.local)
-        self.data = prepare_data(config)
+        if self.data is None:
+            self.data = prepare_data(config)
 
         model = initial_model(config)
         init_state = export_state(model)
@@ -136,9 +140,7 @@ class Trainer:
         if ranks.rank > 0:  # other ranks draw other dropout masks; rank 0 is exactly the single-process run
             determinism.seed_everything(determinism.derive_seed("rank", t.init_seed, t.train_seed, ranks.rank))
 
-        if self.device.type == "cuda":
-            pad_vocab(model, CUDA_VOCAB_MULTIPLE)
-        model.to(self.device)
+        place_on(model, self.device)
         self.param_names = [name for name, _ in model.named_parameters()]
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay,
                                            fused=self.device.type == "cuda")
@@ -177,7 +179,7 @@ class Trainer:
                 "distributed": distributed.describe() if ranks.distributed else None,
                 "environment": determinism.fingerprint(self.device),
             })
-        return {"init_digest": init_digests.hexdigest()}
+        return init_digests
 
     def _restore(self) -> dict[str, Any]:
         """Load the newest checkpoint; returns its JSON state (step 0 state when none)."""
@@ -193,8 +195,8 @@ class Trainer:
         if saved.get("config_digest") != self.config.digest():
             raise UserError(f"{folders[-1]}: checkpoint belongs to another config; it cannot be resumed here")
         load_state(self.raw_model, model_tensors, str(folders[-1]))
-        moments = {k: v.to(self.device) for k, v in state_tensors.items() if k.endswith(("exp_avg", "exp_avg_sq"))}
-        state.restore_optimizer(self.optimizer, self.param_names, {**state_tensors, **moments}, saved["param_groups"])
+        # load_state_dict moves the moments onto each parameter's device
+        state.restore_optimizer(self.optimizer, self.param_names, state_tensors, saved["param_groups"])
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         rng_values, rng_tensors = distributed.rng_of_rank(saved["rng"], state_tensors, self.ranks)
@@ -220,15 +222,15 @@ class Trainer:
                                    saved, self.config.train.keep_checkpoints)
         distributed.barrier(self.ranks)
 
-    def _record_digest(self, handle, step: int) -> None:
+    def _record_digest(self, handle, step: int, digest: TensorDigest | None = None) -> None:
         if not self.main:
             return
-        digest = state.state_digest(export_state(self.raw_model))
+        digest = digest or state.state_digest(export_state(self.raw_model))
         handle.write(json.dumps({"step": step, "digest": digest.hexdigest(), "tensors": digest.tensor_digests}) + "\n")
         handle.flush()
 
-    def _train_step(self, step: int) -> tuple[float, float]:
-        """One optimizer step; returns (mean loss over every rank's windows, pre-clip gradient norm)."""
+    def _train_step(self, step: int) -> tuple[float, float, float]:
+        """One optimizer step; returns (mean loss over every rank's windows, pre-clip gradient norm, learning rate)."""
         t, ranks = self.config.train, self.ranks
         lr = learning_rate(self.config, step)
         for group in self.optimizer.param_groups:
@@ -256,14 +258,15 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss_sum), float(grad_norm)
+        loss, norm = torch.stack((loss_sum, grad_norm.float())).tolist()  # one device sync per step, not two
+        return loss, norm, lr
 
     def _open(self, path: Path):
         return open(path, "a") if self.main else open(os.devnull, "w")
 
     def run_training(self, resume: bool) -> dict[str, Any]:
         config, t = self.config, self.config.train
-        setup = self._setup(resume)
+        init_digest = self._setup(resume)
         saved = self._restore() if resume else {"step": 0, "train_seconds": 0.0}
         distributed.barrier(self.ranks)  # every rank has read the checkpoint before rank 0 writes a newer one
         start, train_seconds = saved["step"], saved["train_seconds"]
@@ -274,17 +277,18 @@ class Trainer:
         evaluate = lambda windows: split_loss(self.raw_model, windows, t.microbatch_size, self.device, t.precision)
         with self._open(self.run.metrics) as metrics, self._open(self.run.digests) as digests:
             if start == 0 and t.digest_interval:
-                self._record_digest(digests, 0)
+                self._record_digest(digests, 0, init_digest)
             for step in range(start, t.steps):
                 began = time.perf_counter()
-                loss, grad_norm = self._train_step(step)
+                loss, grad_norm, lr = self._train_step(step)
                 elapsed = time.perf_counter() - began
                 train_seconds += elapsed
                 done = step + 1
                 if not math.isfinite(loss) or (not math.isfinite(grad_norm) and not self.scaler.is_enabled()):
                     what = "loss" if not math.isfinite(loss) else "gradient norm"
-                    return self._finish_diverged(done, f"non-finite {what} at step {done}", setup, train_seconds)
-                record = {"step": done, "loss": loss, "lr": learning_rate(config, step), "grad_norm": grad_norm,
+                    return self._finish(self._result("diverged", done, train_seconds, init_digest,
+                                                     error=f"non-finite {what} at step {done}"))
+                record = {"step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                           "tokens_per_s": config.tokens_per_step / elapsed}
                 metrics.write(json.dumps(record) + "\n")
                 if t.eval_interval and done % t.eval_interval == 0 and done != t.steps:
@@ -292,7 +296,7 @@ class Trainer:
                     metrics.write(json.dumps({"step": done, "val_loss": val_loss}) + "\n")
                     record["val_loss"] = val_loss
                 metrics.flush()
-                if t.digest_interval and done % t.digest_interval == 0:
+                if t.digest_interval and done % t.digest_interval == 0 and done != t.steps:
                     self._record_digest(digests, done)
                 if t.checkpoint_interval and done % t.checkpoint_interval == 0 and done != t.steps:
                     self._checkpoint(done, train_seconds)
@@ -300,63 +304,54 @@ class Trainer:
 
             val_loss = evaluate(self.data.val)
             metrics.write(json.dumps({"step": t.steps, "val_loss": val_loss}) + "\n")
-            if t.digest_interval and t.steps % t.digest_interval:
-                self._record_digest(digests, t.steps)
+            final_state = export_state(self.raw_model)
+            final_digest = state.state_digest(final_state)
+            if t.digest_interval:
+                self._record_digest(digests, t.steps, final_digest)
         test_loss = evaluate(self.data.test)
-
-        final_state = export_state(self.raw_model)
-        tokens_seen = t.steps * config.tokens_per_step
-        result = {
-            "status": "done",
-            "step": t.steps,
-            "steps": t.steps,
-            "test_loss": test_loss,
-            "val_loss": val_loss,
-            "tokens_seen": tokens_seen,
-            "seconds": train_seconds,
-            "tokens_per_s": tokens_seen / train_seconds if train_seconds else None,
-            "init_digest": setup["init_digest"],
-            "final_digest": state.state_digest(final_state).hexdigest(),
-            "error": None,
-            **_peak_memory(self.device),
-        }
         if self.main:
             state.save_tensors(self.run.final_weights, final_state)
-            atomic.write_json(self.run.result, result)
-        self.progress({"event": "done", **result})
-        return result
+        tokens_seen = t.steps * config.tokens_per_step
+        return self._finish(self._result(
+            "done", t.steps, train_seconds, init_digest, test_loss=test_loss, val_loss=val_loss,
+            tokens_per_s=tokens_seen / train_seconds if train_seconds else None, final_digest=final_digest.hexdigest()))
 
-    def _finish_diverged(self, step: int, message: str, setup: dict[str, Any], train_seconds: float) -> dict[str, Any]:
-        result = {
-            "status": "diverged", "step": step, "steps": self.config.train.steps, "test_loss": None, "val_loss": None,
+    def _result(self, status: str, step: int, train_seconds: float, init_digest: TensorDigest, **outcome) -> dict[str, Any]:
+        """result.json: the same keys whatever the outcome; `outcome` fills in what this one has."""
+        return {
+            "status": status, "step": step, "steps": self.config.train.steps, "test_loss": None, "val_loss": None,
             "tokens_seen": step * self.config.tokens_per_step, "seconds": train_seconds, "tokens_per_s": None,
-            "init_digest": setup["init_digest"], "final_digest": None, "error": message, **_peak_memory(self.device),
+            "init_digest": init_digest.hexdigest(), "final_digest": None, "error": None, **_peak_memory(self.device),
+            **outcome,
         }
+
+    def _finish(self, result: dict[str, Any]) -> dict[str, Any]:
         if self.main:
             atomic.write_json(self.run.result, result)
-        self.progress({"event": "diverged", **result})
+        self.progress({"event": result["status"], **result})
         return result
 
 
-def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resume: bool) -> dict[str, Any]:
+def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resume: bool,
+         data: Data | None = None) -> dict[str, Any]:
     """In this process, or through torchrun when the run asks for several processes."""
     if config.train.world_size > 1:
         return distributed.launch(run.path, config, progress)
-    return Trainer(config, run.path, progress).run_training(resume=resume)
+    return Trainer(config, run.path, progress, data=data).run_training(resume=resume)
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Train a new run into `run_dir` (which must not hold a run yet)."""
-    run = RunDir(Path(run_dir))
-    if run.path.exists() and not run.path.is_dir():
-        raise UserError(f"{run.path}: exists and is not a directory; choose another --out")
+    run = RunDir(atomic.out_folder(run_dir))
     if run.config.exists():
         raise UserError(f"{run.path} already holds a run; resume it with --resume or choose another --out")
-    prepare_data(config)  # a bad data source or context length fails before anything is written
+    # a missing device, a bad data source or context length fails before anything is written
+    require_device(config.train.device)
+    data = prepare_data(config)
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
         atomic.write_json(run.config, config.to_dict())
-        return _run(config, run, progress, resume=False)
+        return _run(config, run, progress, resume=False, data=data)
 
 
 def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
