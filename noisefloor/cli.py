@@ -67,6 +67,8 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated seeds between 0 and 2**63-1, got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("the seed list is empty")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} lists a seed twice")
     return seeds
 
 
@@ -290,7 +292,9 @@ def _run_plan(plan, out: str, args: argparse.Namespace) -> int:
 
 
 def _print_sweep_summary(summary) -> None:
-    counts = ", ".join(f"{summary.count(s)} {s}" for s in ("done", "diverged", "failed", "running", "missing") if summary.count(s))
+    from noisefloor.sweep.store import STATUSES
+
+    counts = ", ".join(f"{summary.count(s)} {s}" for s in STATUSES if summary.count(s))
     print(f"{summary.path}: {len(summary.records)} runs ({counts}); trained now: {len(summary.trained)}")
     for run_id in summary.skipped_running:
         print(f"  {run_id}: being trained by another process, left alone")
@@ -337,14 +341,15 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from noisefloor.report.live import last_training_line
-    from noisefloor.sweep.store import SweepStore
+    from noisefloor.rundir import RunDir
+    from noisefloor.sweep.store import STATUSES, SweepStore
 
     store = SweepStore(args.sweep)
     records = store.records(store.load_plan())
     rows = []
     for record in records:
         run, result = record.planned, record.result or {}
-        line = last_training_line(store.run_dir(run) / "metrics.jsonl") or {}
+        line = last_training_line(RunDir(store.run_dir(run)).metrics) or {}
         rows.append({"run": run.run_id, "intervention": run.intervention, "init_seed": run.init_seed,
                      "train_seed": run.train_seed, "status": record.status, "step": line.get("step", 0),
                      "steps": run.config.train.steps, "test_loss": result.get("test_loss"), "error": result.get("error")})
@@ -353,7 +358,7 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "running", "failed", "diverged", "missing")}
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     table = Table(title=f"{store.path}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")
     for column in ("run", "status", "step", "test loss", "error"):
         table.add_column(column)
@@ -419,7 +424,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from noisefloor import doctor
     from noisefloor.train import determinism
 
-    config = config_module.load(args.config) if args.config else doctor.micro_config()
+    config = config_module.load(args.config or "micro")
     hazards = doctor.audit(config)  # before noisefloor changes any setting
     fingerprint = determinism.fingerprint()
     mode = doctor.noisefloor_mode(config.train.threads)

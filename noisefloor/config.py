@@ -55,11 +55,8 @@ def _in_range(lo: float, hi: float):
 
 
 def _spec(default: Any, doc: str, check=None, *, optional: bool = False) -> Any:
-    """A config field: default, one-line doc (shown by `noisefloor train --help-config`), check."""
-    meta = {"doc": doc, "check": check, "optional": optional}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata=meta)
-    return field(default=default, metadata=meta)
+    """A config field: default, one-line doc (the README's configuration table), check."""
+    return field(default=default, metadata={"doc": doc, "check": check, "optional": optional})
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class Divergence:
 
 
 def read_digests(run: Path) -> dict[int, dict[str, Any]]:
-    path = run / "digests.jsonl"
+    path = RunDir(run).digests
     if not path.exists():
         raise UserError(f"{path} not found: the run recorded no digests (train with [train] digest_interval > 0)")
     digests = {}

@@ -30,7 +30,7 @@ class Hazard:
         return asdict(self)
 
 
-def audit(config: RunConfig | None = None) -> list[Hazard]:
+def audit(config: RunConfig) -> list[Hazard]:
     cuda = torch.cuda.is_available()
     hazards = [
         Hazard("deterministic algorithms off", not torch.are_deterministic_algorithms_enabled(),
@@ -53,10 +53,9 @@ def audit(config: RunConfig | None = None) -> list[Hazard]:
     forced_tf32 = os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1" or os.environ.get("NVIDIA_TF32_OVERRIDE") == "1"
     hazards.append(Hazard("TF32 forced by environment", forced_tf32,
                           "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 or NVIDIA_TF32_OVERRIDE=1 overrides the settings in code", False))
-    if config is not None:
-        hazards.append(Hazard("torch.compile on", config.train.compile,
-                              "compiled code changes numerics and RNG streams vs eager: a run and its resume must "
-                              "use the same mode (noisefloor records it in config.json and refuses a mismatch)", True))
+    hazards.append(Hazard("torch.compile on", config.train.compile,
+                          "compiled code changes numerics and RNG streams vs eager: a run and its resume must "
+                          "use the same mode (noisefloor records it in config.json and resumes with it)", True))
     return hazards
 
 
@@ -74,12 +73,6 @@ def noisefloor_mode(threads: int) -> dict[str, Any]:
         mode["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         mode["tf32"] = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
     return mode
-
-
-def micro_config() -> RunConfig:
-    from noisefloor.presets import preset
-
-    return preset("micro")
 
 
 def self_test(config: RunConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +46,33 @@ class RunDir:
         return self.read_json(self.result) if self.result.exists() else None
 
 
+class RunLocked(UserError):
+    """Another process holds the run directory's lock."""
+
+
+# `is_locked` probes by taking the lock for an instant; a trainer starting during a probe
+# (the sweep runner and `status` probe every run) waits this long before it gives up.
+PROBE_PATIENCE_S = 1.0
+
+
+def _try_lock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextmanager
 def exclusive(run_dir: RunDir) -> Iterator[None]:
     """Hold the run directory's lock so two processes never train it at once."""
     handle = open(run_dir.lock, "a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{run_dir.path} is being trained by another process") from None
+        deadline = time.monotonic() + PROBE_PATIENCE_S
+        while not _try_lock(handle):
+            if time.monotonic() > deadline:
+                raise RunLocked(f"{run_dir.path} is being trained by another process")
+            time.sleep(0.01)
         yield
     finally:
         handle.close()
@@ -61,12 +80,8 @@ def exclusive(run_dir: RunDir) -> Iterator[None]:
 
 def is_locked(path: Path) -> bool:
     """True while some process trains this run directory."""
-    lock = Path(path) / ".lock"
+    lock = RunDir(Path(path)).lock
     if not lock.exists():
         return False
     with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
+        return not _try_lock(handle)

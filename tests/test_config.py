@@ -151,6 +151,7 @@ def test_a_missing_device_is_refused_before_the_run_directory_exists(capsys, tmp
     ["smoke", "run", "--temperature", "1", "--top-k", "-3"],
     ["smoke", "run", "--seed", "-1"],
     ["sweep", "--config", "micro", "--init-seeds", "1", "--jobs", "0", "--out", "s"],
+    ["sweep", "--config", "micro", "--init-seeds", "42,42", "--out", "s"],
 ])
 def test_out_of_range_numbers_are_usage_mistakes(capsys, tmp_path, monkeypatch, argv):
     monkeypatch.chdir(tmp_path)

@@ -176,3 +176,11 @@ def test_final_weights_identical_to_the_baselines_are_named(tmp_path):
     verdicts = {v.intervention: v for v in analyse(write_csv(tmp_path / "r.csv", rows, columns)).verdicts}
     assert any("bit-identical to the baseline's at the same seeds in 1 of 1" in n for n in verdicts["clip"].notes)
     assert not any("bit-identical" in n for n in verdicts["wd"].notes)
+
+
+def test_extra_columns_of_any_name_are_ignored(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text(GOOD.replace("test_loss\n", "test_loss,_line,notes\n").replace("5.10\n", "5.10,7,a\n")
+                    .replace("5.11\n", "5.11,8,b\n"))
+    assert main(["classify", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["floors"][0]["n"] == 2

@@ -255,3 +255,49 @@ def test_status_lists_every_run(micro_sweep, capsys):
     assert code == 0 and len(runs) == 18 and {r["status"] for r in runs} == {"done"}
     code, _, err = run_cli(capsys, "status", out / "runs")
     assert code == 2 and "not a sweep folder" in err
+
+
+def test_one_process_trains_a_run_and_status_probes_never_refuse_it(tmp_path):
+    import threading
+
+    from noisefloor.errors import UserError
+    from noisefloor.rundir import RunDir, exclusive, is_locked
+
+    run = RunDir(tmp_path)
+    with exclusive(run):
+        assert is_locked(tmp_path)
+        with pytest.raises(UserError, match="being trained by another process"):
+            with exclusive(run):
+                pass
+    assert not is_locked(tmp_path)
+
+    probing = threading.Event()
+    probing.set()
+
+    def probe():  # what the sweep runner and `noisefloor status` do while runs start
+        while probing.is_set():
+            is_locked(tmp_path)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        for _ in range(300):
+            with exclusive(run):
+                pass
+    finally:
+        probing.clear()
+        prober.join()
+
+
+def test_a_spec_names_its_base_config_by_path_or_by_preset(tmp_path, capsys):
+    from noisefloor import config as config_module
+
+    deep = tmp_path / "specs" / "deep"
+    deep.mkdir(parents=True)
+    spec_file = deep / "s.toml"
+    spec_file.write_text('[sweep]\nname = "t"\nconfig = "micro"\nset = ["train.steps=3"]\n[[experiments]]\ninit_seeds = [1]\n')
+    plan = spec.from_file(spec_file)
+    assert [r.config for r in plan.runs] == [config_module.load("micro", ["train.steps=3", "train.init_seed=1"])]
+    spec_file.write_text('[sweep]\nname = "t"\nconfig = 5\n[[experiments]]\ninit_seeds = [1]\n')
+    code, _, err = run_cli(capsys, "sweep", spec_file, "--out", tmp_path / "out", "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'config'" in err and not (tmp_path / "out").exists()

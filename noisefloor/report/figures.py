@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from noisefloor.rundir import RunDir
 from noisefloor.stats.classify import NOISE, SIGNAL, UNDECIDED, Analysis
 from noisefloor.stats.floors import TRAIN
 from noisefloor.stats.table import BASELINE
+from noisefloor.sweep.store import SweepStore
 
 LOSS_LABEL = "test loss (nats/token)"
 FLOOR_COLOURS = {TRAIN: "#4C72B0", "init": "#DD8452"}
@@ -201,21 +203,26 @@ def read_curves(analysis: Analysis, sweep_dir: Path) -> tuple[list[Curve], list[
     curves, notes = [], []
     runs = analysis.results.runs
     for run, intervention in zip(runs["run"], runs["intervention"]):
-        path = sweep_dir / "runs" / run / "metrics.jsonl"
+        path = RunDir(SweepStore(sweep_dir).runs_dir / run).metrics
         if not path.is_file():
             continue
         steps, losses, val_steps, val_losses, bad = [], [], [], [], 0
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-                if "loss" in record:
-                    steps.append(int(record["step"]))
-                    losses.append(float(record["loss"]))
-                elif "val_loss" in record:
-                    val_steps.append(int(record["step"]))
-                    val_losses.append(float(record["val_loss"]))
+                key = "loss" if "loss" in record else "val_loss"
+                step, value = int(record["step"]), float(record[key])
             except (ValueError, TypeError, KeyError):
                 bad += line.strip() != ""
+                continue
+            if not math.isfinite(value):  # a hand-edited NaN/Infinity: a point no axis can hold
+                bad += 1
+            elif key == "loss":
+                steps.append(step)
+                losses.append(value)
+            else:
+                val_steps.append(step)
+                val_losses.append(value)
         if bad:
             notes.append(f"{path}: {bad} unreadable line(s) skipped")
         if steps or val_steps:

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from noisefloor.rundir import RunDir
+
 
 def last_training_line(metrics: Path) -> dict[str, Any] | None:
     """The newest training line of a metrics.jsonl, reading only its tail."""
@@ -101,7 +103,7 @@ class SweepView:
         for run_id, status in self.status.items():
             if status != "running":
                 continue
-            line = last_training_line(self.runs_dir / run_id / "metrics.jsonl") or {}
+            line = last_training_line(RunDir(self.runs_dir / run_id).metrics) or {}
             step = f"{line.get('step', 0)}/{self.steps.get(run_id, '?')}"
             loss = f"{line['loss']:.4f}" if "loss" in line else "-"
             speed = f"{line['tokens_per_s']:,.0f}" if "tokens_per_s" in line else "-"

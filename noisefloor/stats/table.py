@@ -131,9 +131,8 @@ def results_from_text(text: str, source: str) -> Results:
                 f"{source}: line {line} has {len(row)} fields but the header has {len(header)}; "
                 "fix the commas on that line"
             )
-    frame = pd.DataFrame([[cell.strip() for cell in row] for _, row in numbered[1:]], columns=header, dtype=object)
-    frame.insert(0, "_line", [line for line, _ in numbered[1:]])
-    return _validate(frame, source)
+    rows = [(line, dict(zip(header, (cell.strip() for cell in row)))) for line, row in numbered[1:]]
+    return _validate(rows, set(header), source)
 
 
 def _check_header(header: list[str], source: str) -> list[str]:
@@ -153,15 +152,12 @@ def _check_header(header: list[str], source: str) -> list[str]:
     return header
 
 
-def _validate(frame: pd.DataFrame, source: str) -> Results:
-    """Validate a frame of stripped strings (one column per CSV column, `_line` = CSV line)."""
-    columns = set(frame.columns)
-
+def _validate(rows: list[tuple[int, dict[str, str]]], columns: set[str], source: str) -> Results:
+    """Validate (CSV line number, {column: stripped cell}) rows."""
     records = []
     left_out = []
     run_lines: dict[str, int] = {}
-    for raw in frame.to_dict("records"):
-        line = int(raw["_line"])
+    for line, raw in rows:
         where = f"{source}: line {line}"
 
         def cell(name: str) -> str:

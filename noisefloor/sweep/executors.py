@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from noisefloor import atomic
 from noisefloor.processes import die_with_parent
+from noisefloor.rundir import RunDir
 
 # (run id, run directory, resolved config as a dict)
 Task = tuple[str, str, dict[str, Any]]
@@ -32,7 +33,7 @@ Observer = Callable[[dict[str, Any]], None]
 def execute_run(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Train, resume or return one run. A run's own failure becomes a `failed` result.json, not an exception."""
     from noisefloor.config import from_dict
-    from noisefloor.rundir import RunDir
+    from noisefloor.rundir import RunLocked
     from noisefloor.train import trainer
 
     run = RunDir(Path(run_dir))
@@ -42,18 +43,18 @@ def execute_run(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
         return trainer.train(from_dict(config, "sweep.json"), run.path)
     except KeyboardInterrupt:
         raise
+    except RunLocked as exc:  # another process trains it: its result is that process's to write
+        return {"status": "running", "error": str(exc)}
     except Exception as exc:  # recorded, and the sweep goes on
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        result = {"status": "failed", "error": f"{type(exc).__name__}: {message}", "traceback": traceback.format_exc()}
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(run.result, result)
-        return result
+        return failed_result(run_dir, f"{type(exc).__name__}: {message}", traceback=traceback.format_exc())
 
 
-def failed_result(run_dir: str, message: str) -> dict[str, Any]:
-    result = {"status": "failed", "error": message}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    atomic.write_json(Path(run_dir) / "result.json", result)
+def failed_result(run_dir: str, message: str, **details: Any) -> dict[str, Any]:
+    result = {"status": "failed", "error": message, **details}
+    run = RunDir(Path(run_dir))
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(run.result, result)
     return result
 
 
@@ -199,7 +200,7 @@ class SlurmExecutor:
                 try:
                     result = job.result()
                 except Exception as exc:  # the job itself failed (time limit, node failure, preemption)
-                    result = failed_result(run_dir, f"slurm job {job.job_id} failed: {str(exc).strip().splitlines()[-1][:300]}")
+                    result = failed_result(run_dir, f"slurm job {job.job_id} failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]}")
                 observer({"event": "finished", "run": run_id, "result": result})
             tick()
             if waiting:

@@ -51,12 +51,10 @@ class Registry:
 
     def __init__(self, extra: Mapping[str, Overrides] | None = None):
         self.overrides: dict[str, Overrides] = {name: spec for name, (spec, _) in BUILTIN.items()}
-        self.descriptions = {name: doc for name, (_, doc) in BUILTIN.items()}
         for name, overrides in (extra or {}).items():
             if "+" in name or name == BASELINE:
                 raise UserError(f"intervention name {name!r} is reserved ('baseline' and names with '+')")
             self.overrides[name] = overrides
-            self.descriptions[name] = "; ".join(f"{s}.{k}={v}" for s, kv in overrides.items() for k, v in kv.items())
 
     def resolve(self, name: str) -> Overrides:
         """Overrides of a name or an `a+b` combination (empty for baseline)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from noisefloor import atomic
 from noisefloor.errors import UserError
 from noisefloor.sweep.executors import LocalExecutor, SlurmExecutor
 from noisefloor.sweep.spec import Plan
@@ -73,7 +74,7 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
         raise UserError(f"unknown executor {options.executor!r} (local or slurm)")
     if options.executor == "slurm" and options.cluster is None and shutil.which("sbatch") is None:
         raise UserError("--executor slurm: no Slurm on this machine (sbatch is not on PATH)")
-    store = SweepStore(out)
+    store = SweepStore(atomic.out_folder(out))
     merged = store.merge_plan(plan)  # conflicts are refused before anything is written
     _validate_data(merged)
     store.path.mkdir(parents=True, exist_ok=True)
@@ -103,9 +104,13 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
                 gpus = [gpus[i % len(gpus)] for i in range(jobs)] if gpus else None
             executor = LocalExecutor(jobs, threads, gpus)
 
+        position = {record.planned.run_id: i for i, record in enumerate(records)}
+
         def on_event(event: dict[str, Any]) -> None:
-            if event["event"] == "finished":
-                store.write_results(merged)
+            if event["event"] == "finished":  # re-read (and re-hash) only the run that finished
+                i = position[event["run"]]
+                records[i] = store.record(records[i].planned)
+                store.write_csv(records)
             observer(event)
 
         executor.run(tasks, on_event, tick)

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 from noisefloor import config as config_module
 from noisefloor.config import RunConfig
 from noisefloor.errors import UserError
+from noisefloor.presets import PRESETS
 from noisefloor.sweep.interventions import BASELINE, Registry, parse_overrides
 
 
@@ -113,13 +114,16 @@ def from_file(path: str | Path) -> Plan:
     if not isinstance(sweep, Mapping):
         raise UserError(f"{path}: [sweep] must be a table")
     _check_keys(sweep, _SWEEP_KEYS, f"{path} [sweep]")
-    if "config" not in sweep:
-        raise UserError(f"{path} [sweep]: 'config' (the base run config) is required")
+    if not isinstance(sweep.get("config"), str):
+        raise UserError(f"{path} [sweep]: 'config' (the base run config: a path or a preset name) is required, as a string")
     sets = sweep.get("set", [])
     if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
         raise UserError(f"{path} [sweep]: 'set' must be a list of \"section.key=value\" strings")
+    source = path.parent / sweep["config"]
+    if not source.exists() and sweep["config"] in PRESETS:  # `config = "tiny-cpu"`: the built-in preset
+        source = Path(sweep["config"])
     try:
-        base = config_module.load(path.parent / sweep["config"], sets)
+        base = config_module.load(source, sets)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
 

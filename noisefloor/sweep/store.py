@@ -47,7 +47,7 @@ class RunRecord:
 
 class SweepStore:
     def __init__(self, path: str | Path):
-        self.path = atomic.out_folder(path)
+        self.path = Path(path)
         self.plan_file = self.path / "sweep.json"
         self.results_file = self.path / "results.csv"
         self.runs_dir = self.path / "runs"
@@ -64,7 +64,7 @@ class SweepStore:
             raw = json.loads(self.plan_file.read_text())
             runs = [PlannedRun(r["intervention"], r["init_seed"], r["train_seed"], from_dict(r["config"], str(self.plan_file)))
                     for r in raw["runs"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise UserError(f"{self.plan_file} is corrupt ({exc}); it cannot be resumed") from None
         return Plan(raw.get("name", self.path.name), runs)
 
@@ -106,7 +106,7 @@ class SweepStore:
         init = (manifest.get("init_tensors"), frozenset(manifest.get("init_constant", ())))
         result = _read_json(run_dir.result)
         if result is not None and result.get("status") in ("done", "diverged", "failed"):
-            if result["status"] == "done" and not finished_run_is_valid(run_dir.path, run):
+            if result["status"] == "done" and not finished_run_is_valid(run_dir, run, result):
                 return RunRecord(run, "failed", {**result, "status": "failed",
                                                  "error": "result.json does not match the run's files"}, *init)
             return RunRecord(run, result["status"], result, *init)
@@ -121,8 +121,11 @@ class SweepStore:
 
     def write_results(self, plan: Plan) -> list[RunRecord]:
         records = self.records(plan)
-        atomic.write_text(self.results_file, results_csv(records))
+        self.write_csv(records)
         return records
+
+    def write_csv(self, records: list[RunRecord]) -> None:
+        atomic.write_text(self.results_file, results_csv(records))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -132,16 +135,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def finished_run_is_valid(run_dir: Path, run: PlannedRun) -> bool:
+def finished_run_is_valid(run_dir: RunDir, run: PlannedRun, result: dict[str, Any]) -> bool:
     """A `done` result counts only if its config is the planned one and its weights match its digest."""
     from noisefloor.checkpoints import file_digest
 
-    config = _read_json(run_dir / "config.json")
-    result = _read_json(run_dir / "result.json")
-    if config is None or result is None or config != run.config.to_dict():
+    config = _read_json(run_dir.config)
+    if config is None or config != run.config.to_dict():
         return False
     try:
-        return file_digest(run_dir / "model.safetensors") == result.get("final_digest")
+        return file_digest(run_dir.final_weights) == result.get("final_digest")
     except UserError:
         return False
 
