@@ -882,28 +882,11 @@ def _compare_bytes(fa: SafetensorsFile, fb: SafetensorsFile, info: TensorInfo, c
     return stats.result() if stats else None
 
 
-class _Opened:
-    """`with _Opened(x) as f`: opens a path, or uses (and leaves open) a SafetensorsFile."""
-
-    def __init__(self, source: str | os.PathLike[str] | SafetensorsFile) -> None:
-        self.owned = not isinstance(source, SafetensorsFile)
-        self.file = open_safetensors(source) if self.owned else source  # type: ignore[arg-type]
-
-    def __enter__(self) -> SafetensorsFile:
-        return self.file
-
-    def __exit__(self, *exc: object) -> None:
-        if self.owned:
-            self.file.close()
-
-
-def compare(
-    a: str | os.PathLike[str] | SafetensorsFile, b: str | os.PathLike[str] | SafetensorsFile, chunk_bytes: int = CHUNK_BYTES
-) -> Comparison:
+def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> Comparison:
     """Compare two safetensors files: metadata, names, dtypes, shapes, every byte."""
     if chunk_bytes <= 0 or chunk_bytes % 8:
         raise ValueError("chunk_bytes must be a positive multiple of 8")
-    with _Opened(a) as fa, _Opened(b) as fb:
+    with open_safetensors(a) as fa, open_safetensors(b) as fb:
         result = Comparison(a=str(fa.path), b=str(fb.path))
         if fa.metadata != fb.metadata:
             result.metadata = MetadataDifference(fa.metadata, fb.metadata)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from analysis_helpers import BASE, STUDY, run, study_rows, write_csv
+from analysis_helpers import STUDY, run, study_rows, write_csv
 from scipy import stats
 
 from noisefloor.stats.classify import analyse

@@ -142,6 +142,9 @@ def test_different_repeats_are_a_reproducibility_failure(tmp_path, capsys):
     assert out.lstrip().startswith("╭") and "reproducibility failure" in out.splitlines()[0]
     data = json.loads(_json(path, capsys))
     assert data["repeats"][0]["identical"] is False
+    assert main(["report", str(path), "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.index(analysis.notes[0]) < report.index("## ") and report.count(analysis.notes[0]) == 1  # a banner, once
 
 
 def _json(path, capsys) -> str:

@@ -89,7 +89,7 @@ def test_runs_sharing_an_init_seed_are_one_draw_from_the_init_floor(tmp_path):
 def test_matched_delta_is_against_the_baseline_run_of_the_same_seeds(tmp_path):
     rows = study_rows(BASE, [run("clip", 42, None, BASE[(42, None)] - 0.002, True)])
     (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
-    assert v.delta_matched == pytest.approx(-0.002) and v.n_matched == 1
+    assert v.delta_matched == pytest.approx(-0.002) and v.n_pairs == 1
     assert v.delta == pytest.approx(BASE[(42, None)] - 0.002 - np.mean([BASE[(42, None)], BASE[(42, 23)], BASE[(42, 67)]]))
 
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.numpy import load_file
 
 from conftest import REPO, run_cli
-from noisefloor.train import determinism, trainer
+from noisefloor.train import trainer
 from noisefloor.train.model import build_model, export_state
 
 

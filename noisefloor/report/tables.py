@@ -12,7 +12,7 @@ import html
 import io
 from dataclasses import dataclass
 
-from noisefloor.stats.classify import SIGNAL, UNDECIDED, Analysis, Verdict
+from noisefloor.stats.classify import REPRODUCIBILITY_FAILURE, SIGNAL, UNDECIDED, Analysis, Verdict
 from noisefloor.stats.floors import TRAIN
 
 
@@ -185,7 +185,7 @@ def _repeats(a: Analysis) -> Table | None:
             r.stream,
             ", ".join(r.runs),
             ", ".join(f"{x:.6g}" for x in r.test_losses),
-            "identical: counted once" if r.identical else "REPRODUCIBILITY FAILURE",
+            "identical: counted once" if r.identical else REPRODUCIBILITY_FAILURE,
         )
         for r in a.results.repeats
     )
@@ -262,7 +262,7 @@ def _css(cell: str) -> str:
         return "better" if "better" in cell else "worse"
     if cell == UNDECIDED:
         return "undecided"
-    if cell.startswith("REPRODUCIBILITY"):
+    if cell.startswith(REPRODUCIBILITY_FAILURE):
         return "failure"
     return ""
 
@@ -274,9 +274,8 @@ def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None
     from rich.panel import Panel
     from rich.table import Table as RichTable
 
-    failures = analysis.reproducibility_failures
-    if failures:
-        text = "\n".join(n for n in analysis.notes if n.startswith("REPRODUCIBILITY"))
+    if analysis.failure_notes:
+        text = "\n".join(analysis.failure_notes)
         console.print(Panel(escape(text), title="reproducibility failure", style="bold red"))
     for table in tables(analysis):
         if keys is not None and table.key not in keys:
@@ -288,7 +287,7 @@ def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None
             rich_table.add_row(*(_styled(cell) for cell in row))
         console.print(rich_table)
     for note in notes(analysis):
-        if not note.startswith("REPRODUCIBILITY"):
+        if note not in analysis.failure_notes:
             console.print(f"• {escape(note)}")
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisefloor import atomic
-from noisefloor.errors import UserError
 from noisefloor.report import figures
 from noisefloor.report.tables import Table, interval, notes, signed, tables, to_html, to_markdown, verdict_text
 from noisefloor.stats.classify import Analysis, analyse_results
-from noisefloor.stats.table import resolve_csv, results_from_bytes
+from noisefloor.stats.table import read_csv_bytes, results_from_bytes
 
 HOW_TO_READ = (
     ("3-SD band", "floor mean ± 3 sample SDs: the heuristic. With n floor runs the SD is itself uncertain, so a "
@@ -51,11 +50,7 @@ class Written:
 
 def write_report(source: str | Path, out: str | Path) -> Written:
     """Analyse a results CSV or sweep directory and write the report folder `out`."""
-    csv_path = resolve_csv(source)
-    try:
-        data = csv_path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{csv_path}: cannot read ({exc.strerror})") from None
+    csv_path, data = read_csv_bytes(source)
     analysis = analyse_results(results_from_bytes(data, str(csv_path)))
     folder = atomic.out_folder(out)
 
@@ -73,7 +68,7 @@ def write_report(source: str | Path, out: str | Path) -> Written:
     atomic.write_bytes(folder / "results.csv", data)
     atomic.write_json(folder / "analysis.json", analysis.to_json())
     items = tables(analysis)
-    extra = notes(analysis) + curve_notes
+    extra = [n for n in notes(analysis) if n not in analysis.failure_notes] + curve_notes  # failures: the banner
     atomic.write_text(folder / "report.md", _markdown(analysis, items, pngs, extra))
     atomic.write_text(folder / "report.html", _html(analysis, items, pngs, extra))
     return Written(
@@ -125,7 +120,7 @@ def _markdown(analysis: Analysis, items: list[Table], pngs: dict, extra: list[st
 
 
 def _failure_lines(analysis: Analysis, wrap) -> list[str]:
-    lines = [wrap(n) for n in analysis.notes if n.startswith("REPRODUCIBILITY")]
+    lines = [wrap(n) for n in analysis.failure_notes]
     return lines + [""] if lines else []
 
 
@@ -145,7 +140,7 @@ def _html(analysis: Analysis, items: list[Table], pngs: dict, extra: list[str]) 
     body += _failure_lines(analysis, lambda text: f'<p class="failure">{html.escape(text)}</p>')
     summary = "".join(f"<li><b>{html.escape(lead)}</b>{html.escape(rest)}</li>" for lead, rest in _summary(analysis))
     body.append(f"<ul>{summary}</ul>")
-    for name, (title, png) in pngs.items():
+    for title, png in pngs.values():
         encoded = base64.b64encode(png).decode("ascii")
         title = html.escape(title)
         body.append(f'<h2>{title}</h2><img alt="{title}" src="data:image/png;base64,{encoded}">')

@@ -56,6 +56,8 @@ SIGNAL, NOISE, UNDECIDED = "signal", "noise", "undecided"
 SDS = 3.0
 
 
+REPRODUCIBILITY_FAILURE = "REPRODUCIBILITY FAILURE"
+
 @dataclass(frozen=True)
 class Verdict:
     intervention: str
@@ -76,9 +78,8 @@ class Verdict:
     prediction: tests.TestResult | None = None
     welch: tests.TestResult | None = None
     paired: tests.TestResult | None = None
-    n_pairs: int = 0
-    delta_matched: float | None = None  # mean of (run - the baseline run at the same init seed and stream)
-    n_matched: int = 0
+    n_pairs: int = 0  # runs with a baseline run at the same init seed and stream
+    delta_matched: float | None = None  # mean of (run - that baseline run) over the n_pairs
     p_holm: float | None = None
     notes: tuple[str, ...] = field(default=())
 
@@ -161,7 +162,6 @@ class Verdict:
             "p_paired": self.paired.p_value if self.paired else None,
             "n_pairs": self.n_pairs,
             "delta_matched": self.delta_matched,
-            "n_matched": self.n_matched,
             "test": primary.test if primary else None,
             "p_value": primary.p_value if primary else None,
             "p_holm": self.p_holm,
@@ -186,6 +186,11 @@ class Analysis:
     @property
     def reproducibility_failures(self) -> list:
         return [r for r in self.results.repeats if not r.identical]
+
+    @property
+    def failure_notes(self) -> list[str]:
+        """The notes every rendering shows first, as a banner, and not again among the others."""
+        return [n for n in self.notes if n.startswith(REPRODUCIBILITY_FAILURE)]
 
     def floor(self, name: str) -> Floor:
         return next(f for f in self.floors if f.name == name)
@@ -359,7 +364,7 @@ def _repeat_note(repeat) -> str:
         return f"runs {', '.join(repeat.runs)} ({where}) are repeats with identical loss: counted once"
     losses = ", ".join(f"{v:.6g}" for v in repeat.test_losses)
     return (
-        f"REPRODUCIBILITY FAILURE: runs {', '.join(repeat.runs)} ({where}) repeat the same configuration "
+        f"{REPRODUCIBILITY_FAILURE}: runs {', '.join(repeat.runs)} ({where}) repeat the same configuration "
         f"but gave different losses ({losses}); their mean is used"
     )
 
@@ -494,7 +499,6 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
         test_loss=sum(xs) / k,
         runs=tuple(run for c in used for run in c.runs),
         delta_matched=sum(x - b for x, b in pairs) / len(pairs) if pairs else None,
-        n_matched=len(pairs),
         verdict=outcome,
         reference=reference,
         delta=delta,
@@ -523,7 +527,7 @@ def _notes(results: Results, floors, verdicts) -> list[str]:
     failures = [r for r in results.repeats if not r.identical]
     if failures:
         notes.append(
-            f"REPRODUCIBILITY FAILURE: {len(failures)} set(s) of repeated runs gave different losses "
+            f"{REPRODUCIBILITY_FAILURE}: {len(failures)} set(s) of repeated runs gave different losses "
             "(same intervention, init seed and training stream); the runs are not deterministic"
         )
     confirmed = sum(1 for r in results.repeats if r.identical)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats as sps
 
 from noisefloor.stats.table import BASELINE, NO_RESEED
+from noisefloor.stats.tests import has_spread
 
 TRAIN = "train"
 INIT = "init"
@@ -71,8 +72,6 @@ class Floor:
     @property
     def constant(self) -> bool:
         """All runs gave the same loss, up to floating-point noise: the floor has no spread."""
-        from noisefloor.stats.tests import has_spread
-
         return not has_spread(self.losses)
 
     @property
@@ -98,12 +97,6 @@ class Floor:
     @property
     def false_positive_rate_3sd(self) -> float:
         return false_positive_rate(self.df, one_run_factor(self.n))
-
-    @property
-    def description(self) -> str:
-        if self.kind == TRAIN:
-            return f"baseline at init_seed={self.init_seed}, {self.n} training streams"
-        return f"baseline with {self.stream}, {self.n} init seeds"
 
     def to_json(self) -> dict:
         out = {

@@ -96,13 +96,18 @@ def resolve_csv(path: str | Path) -> Path:
     return path
 
 
-def read_results(path: str | Path) -> Results:
-    """Read a results CSV (or SWEEP_DIR/results.csv) and validate it."""
+def read_csv_bytes(path: str | Path) -> tuple[Path, bytes]:
+    """The bytes of a results CSV (or SWEEP_DIR/results.csv), read once, and where they came from."""
     csv_path = resolve_csv(path)
     try:
-        data = csv_path.read_bytes()
+        return csv_path, csv_path.read_bytes()
     except OSError as exc:
         raise UserError(f"{csv_path}: cannot read ({exc.strerror})") from None
+
+
+def read_results(path: str | Path) -> Results:
+    """Read a results CSV (or SWEEP_DIR/results.csv) and validate it."""
+    csv_path, data = read_csv_bytes(path)
     return results_from_bytes(data, str(csv_path))
 
 

@@ -12,7 +12,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 from scipy import integrate
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests

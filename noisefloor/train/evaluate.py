@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from noisefloor.train.data import Windows
+
+if TYPE_CHECKING:
+    from noisefloor.config import RunConfig
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 
@@ -46,11 +51,9 @@ def split_loss(model: torch.nn.Module, windows: Windows, batch_size: int, device
     return total / tokens
 
 
-def resolve_weights(target: str, config_path: str | None) -> tuple["RunConfig", "Path"]:
+def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Path]:
     """A run directory (its config and final weights) or a .safetensors file (with --config,
     or the config.json of the run directory it sits in)."""
-    from pathlib import Path
-
     from noisefloor import config as config_module
     from noisefloor.errors import UserError
     from noisefloor.rundir import RunDir
@@ -71,7 +74,7 @@ def resolve_weights(target: str, config_path: str | None) -> tuple["RunConfig", 
     return config_module.load(config_file), weights
 
 
-def load_model(config: "RunConfig", weights: "Path", device: torch.device) -> torch.nn.Module:
+def load_model(config: RunConfig, weights: Path, device: torch.device) -> torch.nn.Module:
     from noisefloor.train.model import build_model, load_state, place_on
     from noisefloor.train.state import load_tensors
 

@@ -18,7 +18,6 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
