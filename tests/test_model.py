@@ -76,6 +76,23 @@ class BookGPT(nn.Module):
         return self.out_head(self.final_norm(self.trf_blocks(x)))
 
 
+def test_sequential_init_is_the_books_global_draw(micro_config):
+    """Sequential init draws exactly what the book's GPTModel draws after torch.manual_seed; adding
+    QKV bias then shifts every later draw (what per-parameter init avoids)."""
+    from noisefloor.train.model import export_state
+
+    config = micro_config.replace(model={"init_scheme": "sequential"})
+    torch.manual_seed(42)
+    book = BookGPT(config.model).state_dict()
+    torch.manual_seed(42)
+    ours = export_state(build_model(config.model, 42))
+    assert ours.keys() == {k for k in book if not k.endswith(".att.mask")}
+    assert all(torch.equal(ours[k], book[k]) for k in ours)
+    torch.manual_seed(42)
+    with_bias = export_state(build_model(config.replace(model={"qkv_bias": True}).model, 42))
+    assert not torch.equal(ours["trf_blocks.1.ff.layers.0.weight"], with_bias["trf_blocks.1.ff.layers.0.weight"])
+
+
 @pytest.fixture
 def book_checkpoint(micro_config, tmp_path):
     torch.manual_seed(0)

@@ -175,21 +175,23 @@ def test_failed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path, c
 interventions = ["baseline", "explode", "needs-gpu"]
 init_seeds = [1]
 """)
-    if __import__("torch").cuda.is_available():
-        pytest.skip("needs a machine without CUDA for the failing run")
+    has_cuda = __import__("torch").cuda.is_available()  # then needs-gpu trains, and nothing is left to retry
     out = tmp_path / "out"
     code, stdout, _ = run_cli(capsys, "sweep", spec_file, "--out", out, "--quiet")
     status = {r["intervention"]: (r["status"], r["error"]) for r in read_rows(out)}
     assert code == 1
     assert status["baseline"][0] == "done"
     assert status["explode"][0] == "diverged" and "non-finite" in status["explode"][1]
-    assert status["needs-gpu"][0] == "failed" and "no CUDA device" in status["needs-gpu"][1]
-    assert "needs-gpu" in stdout and "failed" in stdout
+    if has_cuda:
+        assert status["needs-gpu"][0] == "done"
+    else:
+        assert status["needs-gpu"][0] == "failed" and "no CUDA device" in status["needs-gpu"][1]
+        assert "needs-gpu" in stdout and "failed" in stdout
 
     code, stdout, _ = run_cli(capsys, "sweep", spec_file, "--out", out, "--quiet")
     assert code == 1 and "trained now: 0" in stdout
     code, stdout, _ = run_cli(capsys, "sweep", spec_file, "--out", out, "--quiet", "--retry-failed")
-    assert code == 1 and "trained now: 1" in stdout
+    assert code == 1 and f"trained now: {0 if has_cuda else 1}" in stdout
 
 
 def test_slurm_path_through_submitit_gives_the_same_bits(tmp_path, micro_sweep):
