@@ -19,7 +19,7 @@ from noisefloor.errors import UserError
 from noisefloor.rundir import RunDir
 
 # environment keys that decide bit-identity (the rest of the fingerprint is informative)
-IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "blas", "device")
+IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "cpu_kernels", "blas", "device")
 
 
 @dataclass

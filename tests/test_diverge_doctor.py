@@ -75,12 +75,14 @@ def test_environment_differences_are_named(seed_runs, tmp_path, capsys):
     copy = tmp_path / "other-machine"
     shutil.copytree(seed_runs / "a2", copy)
     manifest = json.loads((copy / "manifest.json").read_text())
+    here = manifest["environment"]["cpu_kernels"]
     manifest["environment"]["torch_threads"] = 8
     manifest["environment"]["packages"]["torch"] = "9.9.9"
+    manifest["environment"]["cpu_kernels"] = "AVX512" if here != "AVX512" else "AVX2"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     code, out, _ = run_cli(capsys, "diverge", seed_runs / "a", copy)
     assert code == 0
-    assert "packages.torch: '2" in out and "torch_threads: 1 != 8" in out
+    assert "packages.torch: '2" in out and "torch_threads: 1 != 8" in out and f"cpu_kernels: '{here}'" in out
 
 
 def test_diverge_needs_run_directories(tmp_path, capsys):

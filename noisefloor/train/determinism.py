@@ -124,7 +124,7 @@ def _blas() -> str:
 
 RELEVANT_ENV = (
     "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    "PYTHONHASHSEED", "NCCL_ALGO", "NCCL_PROTO", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "NVIDIA_TF32_OVERRIDE",
+    "PYTHONHASHSEED", "ATEN_CPU_CAPABILITY", "NCCL_ALGO", "NCCL_PROTO", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "NVIDIA_TF32_OVERRIDE",
 )
 
 
@@ -136,6 +136,9 @@ def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # the CPU kernels torch dispatches to (DEFAULT, AVX2, AVX512): they round differently, so CPU
+        # results are bit-identical only between machines that pick the same ones
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "blas": _blas(),
         "packages": _package_versions(),
         "torch_cuda": torch.version.cuda,

@@ -32,7 +32,7 @@ from noisefloor.rundir import RunDir, exclusive
 from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
 from noisefloor.train.distributed import SINGLE, Ranks
-from noisefloor.train.evaluate import autocast, split_loss
+from noisefloor.train.evaluate import autocast, logits_for_loss, split_loss
 from noisefloor.train.model import CUDA_ATTENTION_BACKENDS, GPTModel, build_model, export_state, load_state, place_on
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -60,6 +60,14 @@ def require_device(name: str) -> None:
     """Refuse a device this machine lacks, without touching (and so initialising) CUDA."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
+
+
+def require_compiler(config: RunConfig) -> None:
+    """Refuse torch.compile where inductor cannot build CPU kernels: with ATEN_CPU_CAPABILITY=default it still
+    emits at::vec code, which the non-vector headers lack (torch 2.13), and fails with a C++ compile error."""
+    if config.train.compile and config.train.device != "cuda" and os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
+        raise UserError("[train] compile = true cannot build CPU kernels with ATEN_CPU_CAPABILITY=default "
+                        "(a torch.compile limitation); unset ATEN_CPU_CAPABILITY or set train.compile = false")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -124,6 +132,7 @@ class Trainer:
     def _setup(self, resume: bool) -> TensorDigest:
         """Model, optimizer, data stream and manifest; returns the digest of the initial weights."""
         config, t, ranks = self.config, self.config.train, self.ranks
+        require_compiler(config)
         determinism.enable_deterministic_mode(t.threads)
         self.device = resolve_device(t.device, ranks.local)
         if self.data is None:
@@ -245,7 +254,7 @@ class Trainer:
             with distributed.maybe_no_sync(self.model, ranks.distributed and not last):
                 with autocast(self.device, t.precision):
                     logits = self.model(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / accumulation
+                loss = F.cross_entropy(logits_for_loss(logits).flatten(0, 1), y.flatten()) / accumulation
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
         loss_sum = distributed.mean_over_ranks(loss_sum, ranks)
@@ -346,6 +355,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: Progress
         raise UserError(f"{run.path} already holds a run; resume it with --resume or choose another --out")
     # a missing device, a bad data source or context length fails before anything is written
     require_device(config.train.device)
+    require_compiler(config)
     data = prepare_data(config)
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
