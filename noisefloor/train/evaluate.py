@@ -67,8 +67,9 @@ def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Pa
     elif path.is_file():
         weights = path
         config_file = Path(config_path) if config_path else RunDir(path.parent).config
-        if not config_file.exists():
-            raise UserError(f"{path}: no config.json beside it; pass --config with the model's config")
+        if not config_path and not config_file.exists():
+            raise UserError(f"{path}: no config.json beside it; pass --config with the model's config (a file, "
+                            "a preset name or the blog's run folder)")
     else:
         raise UserError(f"not found: {path} (expected a run directory or a .safetensors file)")
     return config_module.load(config_file), weights
@@ -92,7 +93,7 @@ def evaluate(target: str, config_path: str | None = None, split: str = "test") -
     config, weights = resolve_weights(target, config_path)
     determinism.enable_deterministic_mode(config.train.threads)
     device = resolve_device(config.train.device)
-    data = prepare_data(config)
+    data = prepare_data(config, training=False)
     model = load_model(config, weights, device)
     windows = data.test if split == "test" else data.val
     loss = split_loss(model, windows, config.train.microbatch_size, device, config.train.precision)
