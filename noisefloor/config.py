@@ -194,6 +194,11 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> tuple[Any, str | No
     return (None, f"{where} {problem}, got {value!r}") if problem else (value, None)
 
 
+def _suggestion(key: str, known) -> str:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {hint[0]}?)" if hint else f" (known: {', '.join(known)})"
+
+
 def _section(cls: type, raw: Any, source: str, name: str, labels: Labels, problems: Problems) -> Any | None:
     """The section's dataclass, or None after adding each of its mistakes to `problems`."""
     if not isinstance(raw, Mapping):
@@ -205,9 +210,7 @@ def _section(cls: type, raw: Any, source: str, name: str, labels: Labels, proble
     for key, value in raw.items():
         where, label = labels.get((name, key), (source, f"[{name}] {key}"))
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            suggestion = f" (did you mean {hint[0]}?)" if hint else f" (known: {', '.join(known)})"
-            problems.append((where, f"unknown key [{name}] {key}{suggestion}"))
+            problems.append((where, f"unknown key [{name}] {key}{_suggestion(key, known)}"))
             continue
         coerced, problem = _coerce(value, known[key], label)
         if problem:
@@ -288,7 +291,7 @@ def _blog_model(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
             read.problems.append((str(path), "moe (mixture of experts) is not noisefloor's model; sweep your own trainer "
                                   "with noisefloor sweep --command instead", None))
         else:
-            read.problems.append((str(path), f"unknown key {key} (model.json keys read: {', '.join(BLOG_MODEL_KEYS)})", None))
+            read.problems.append((str(path), f"unknown key {key}{_suggestion(key, BLOG_MODEL_KEYS)}", None))
 
 
 def _blog_dataset(read: _Read, path: Path, value: Any) -> None:
@@ -339,8 +342,7 @@ def _blog_train(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
             else:
                 read.problems.append((source, f"validation_batches must be a positive integer, got {value!r}", "train.eval_windows"))
         else:
-            known = ", ".join([*BLOG_TRAIN_KEYS, *BLOG_TRAIN_TRANSLATED])
-            read.problems.append((source, f"unknown key {key} (train.json keys read: {known})", None))
+            read.problems.append((source, f"unknown key {key}{_suggestion(key, [*BLOG_TRAIN_KEYS, *BLOG_TRAIN_TRANSLATED])}", None))
 
 
 def _read_blog(read: _Read, files: list[tuple[Path, Any]]) -> _Read:
