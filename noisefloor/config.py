@@ -88,7 +88,7 @@ class TrainConfig:
     init_seed: int = _spec(42, "seeds every RNG before the model is built", _in_range(0, MAX_SEED))
     train_seed: int | None = _spec(None, "re-seeds every RNG right after the model is built (absent: the RNG simply continues)",
                                    _in_range(0, MAX_SEED), optional=True)
-    data: str = _spec("builtin", "'builtin' (Python's own documentation), a text file or folder, a .safetensors with a uint16 'tokens' tensor, or llm.c .bin shards (file, folder or glob)")
+    data: str = _spec("builtin", "'builtin' (Python's own documentation), a text file or folder, a .safetensors with a uint16 'tokens' tensor, a .npy, llm.c .bin shards (file, folder or glob), or a folder already split into train.* and val.*/validation.* token files")
     steps: int = _spec(100, "optimizer steps", _at_least(1))
     microbatch_size: int = _spec(8, "windows per forward/backward pass", _at_least(1))
     gradient_accumulation_steps: int = _spec(1, "microbatches per optimizer step", _at_least(1))
