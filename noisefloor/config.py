@@ -243,7 +243,7 @@ def _consistency_problems(config: RunConfig) -> list[str]:
     problems = []
     if m.emb_dim % m.n_heads:
         problems.append(f"[model] emb_dim ({m.emb_dim}) must be divisible by n_heads ({m.n_heads})")
-    if t.schedule_learning_rate and not (t.min_learning_rate <= t.learning_rate):
+    if t.schedule_learning_rate and t.lr_schedule != "blog" and not (t.min_learning_rate <= t.learning_rate):
         problems.append(f"[train] min_learning_rate ({t.min_learning_rate}) must not exceed learning_rate ({t.learning_rate})")
     return problems
 

@@ -201,6 +201,9 @@ def test_the_blogs_run_folder_and_each_of_its_files_load(tmp_path):
     # a --set on the steps wins over min_train_tokens; world_size enters the token arithmetic
     assert config_module.load(run, ["train.steps=3"]).train.steps == 3
     assert config_module.load(run, ["train.world_size=2"]).train.steps == 6
+    # the blog's floor is learning_rate / 10, so noisefloor's min_learning_rate default never gets in its way
+    low = blog_run(tmp_path / "low", {"learning_rate": 0.0001, "schedule_learning_rate": True})
+    assert config_module.load(low).train.learning_rate == 0.0001
 
 
 def test_every_mistake_of_a_blog_config_in_one_line_saying_what_to_use(tmp_path, capsys):
