@@ -202,7 +202,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="RUN_DIR|WEIGHTS", help="a run directory or a .safetensors file")
-    p.add_argument("--config", help="config of the weights (default: the run's config.json)")
+    p.add_argument("--config", help="config of the weights: a file, a preset name or the blog's run folder "
+                                    "(default: the run's config.json)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="which fixed split (default: test)")
     p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -276,7 +276,7 @@ class _Read:
 
 def _is_blog_file(path: Path, parsed: Any) -> bool:
     """The blog's JSON files are flat (no [model]/[train] tables; `moe` is the one nested key)."""
-    return (path.suffix == ".json" and isinstance(parsed, Mapping) and bool(parsed)
+    return (path.suffix == ".json" and isinstance(parsed, Mapping) and bool(parsed) and not SECTIONS.keys() & parsed.keys()
             and not any(isinstance(value, Mapping) for key, value in parsed.items() if key != "moe"))
 
 

@@ -204,6 +204,10 @@ def test_the_blogs_run_folder_and_each_of_its_files_load(tmp_path):
     # the blog's floor is learning_rate / 10, so noisefloor's min_learning_rate default never gets in its way
     low = blog_run(tmp_path / "low", {"learning_rate": 0.0001, "schedule_learning_rate": True})
     assert config_module.load(low).train.learning_rate == 0.0001
+    # the trainer's older validation keys: batches of microbatch_size windows
+    older = config_module.load(blog_run(tmp_path / "older", {"microbatch_size": 6, "validation_interval": 100,
+                                                             "validation_batches": 50}))
+    assert (older.train.eval_interval, older.train.eval_windows) == (100, 300)
 
 
 def test_every_mistake_of_a_blog_config_in_one_line_saying_what_to_use(tmp_path, capsys):
