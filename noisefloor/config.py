@@ -312,6 +312,7 @@ def _blog_train(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
     train["lr_schedule"] = "blog"
     train["precision"] = "amp-fp16"  # the blog's trainer uses AMP (float16, GradScaler) unless use_amp is false
     train["warmup_period_percent"] = 0.0  # its default when a scheduled run names no warmup
+    train["eval_interval"] = 0  # it validates only when validation_interval says so: here, at the end
     for key, value in values.items():
         if key in BLOG_TRAIN_KEYS:
             train[BLOG_TRAIN_KEYS[key]] = value

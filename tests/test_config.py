@@ -197,7 +197,8 @@ def test_the_blogs_run_folder_and_each_of_its_files_load(tmp_path):
     assert alone.model.emb_dim == 768 and alone.model.init_scheme == "per-parameter"
     assert config_module.load(run / "model.json").model == m
     # the blog trainer's own defaults where train.json is silent: AMP on, seed 42
-    assert config_module.load(blog_run(tmp_path / "plain", {"microbatch_size": 2})).train.precision == "amp-fp16"
+    plain = config_module.load(blog_run(tmp_path / "plain", {"microbatch_size": 2})).train
+    assert plain.precision == "amp-fp16" and plain.init_seed == 42 and plain.eval_interval == 0
     # a --set on the steps wins over min_train_tokens; world_size enters the token arithmetic
     assert config_module.load(run, ["train.steps=3"]).train.steps == 3
     assert config_module.load(run, ["train.world_size=2"]).train.steps == 6

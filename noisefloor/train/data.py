@@ -164,7 +164,10 @@ def _read_token_safetensors(path: Path) -> np.ndarray:
                             "expected a 1-D uint16 tensor 'tokens' of token ids")
         if info.dtype != "U16" or len(info.shape) != 1:
             raise UserError(f"data file {path}: 'tokens' must be a 1-D uint16 tensor, got {info.dtype} {list(info.shape)}")
-        return np.frombuffer(st.tensor_bytes("tokens"), dtype="<u2").copy()
+        if not info.numel:
+            return np.empty(0, dtype="<u2")
+        # mapped, not read: the blog's train.safetensors holds billions of tokens
+        return np.memmap(path, dtype="<u2", mode="r", offset=st.data_start + info.begin, shape=(info.numel,))
 
 
 READERS = {".safetensors": _read_token_safetensors, ".npy": _read_npy, ".bin": _read_bin}
