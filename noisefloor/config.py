@@ -259,6 +259,7 @@ BLOG_TRAIN_KEYS = {
     "schedule_learning_rate": "schedule_learning_rate", "warmup_period_percent": "warmup_period_percent",
     "checkpoint_interval": "checkpoint_interval", "random_seed": "init_seed", "validation_interval": "eval_interval",
 }
+BLOG_DATASETS = Path("datasets")  # where a train.json's `dataset` is looked for, beside the folder it names itself
 BLOG_TRAIN_TRANSLATED = ("use_amp", "min_train_tokens", "dataset", "start_train_token", "start_val_token", "validation_batches")
 
 
@@ -298,13 +299,13 @@ def _blog_dataset(read: _Read, path: Path, value: Any) -> None:
     if not isinstance(value, str):
         read.problems.append((str(path), f"dataset must be a string, got {value!r}", "train.data"))
         return
-    for candidate in (Path(value), path.parent / value):
+    for candidate in (Path(value), path.parent / value, BLOG_DATASETS / value):
         if candidate.exists():
             read.raw["train"]["data"] = str(candidate)
             return
     read.problems.append((str(path), f"dataset {value!r} is not a local folder (the blog's trainer downloads it from Hugging "
-                          f"Face): download it, e.g. `hf download {value} --repo-type dataset --local-dir data/{value}`, "
-                          f"then add --set train.data=data/{value}", "train.data"))
+                          f"Face): download it, e.g. `hf download {value} --repo-type dataset --local-dir "
+                          f"{BLOG_DATASETS / value}` (looked for there), or add --set train.data=FOLDER", "train.data"))
 
 
 def _blog_train(read: _Read, path: Path, values: Mapping[str, Any]) -> None:

@@ -211,7 +211,7 @@ def test_the_blogs_run_folder_and_each_of_its_files_load(tmp_path):
     assert (older.train.eval_interval, older.train.eval_windows) == (100, 300)
 
 
-def test_every_mistake_of_a_blog_config_in_one_line_saying_what_to_use(tmp_path, capsys):
+def test_every_mistake_of_a_blog_config_in_one_line_saying_what_to_use(tmp_path, capsys, monkeypatch):
     train = {"microbatch_size": 4, "random_seed": -1, "use_amp": "yes", "min_train_tokens": -1,
              "dataset": "gpjt/fineweb-gpt2-tokens", "learning_rat": 0.1, "start_train_token": 1000}
     run = blog_run(tmp_path / "run", train, {**BLOG_MODEL, "moe": {"num_experts": 4}})
@@ -220,9 +220,15 @@ def test_every_mistake_of_a_blog_config_in_one_line_saying_what_to_use(tmp_path,
     for expected in (f"{run / 'model.json'}: moe (mixture of experts)", "noisefloor sweep --command",
                      f"{run / 'train.json'}: ", "random_seed must be between 0 and", "use_amp must be true or false, got 'yes'",
                      "min_train_tokens -1 (the whole dataset)", "--set train.steps=",
-                     "hf download gpjt/fineweb-gpt2-tokens --repo-type dataset", "--set train.data=",
+                     "hf download gpjt/fineweb-gpt2-tokens --repo-type dataset --local-dir datasets/gpjt/fineweb-gpt2-tokens",
+                     "--set train.data=",
                      "unknown key learning_rat (did you mean learning_rate?)", "start_train_token 1000"):
         assert expected in err, expected
+    # downloaded where the line says, the dataset is found
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets" / "gpjt" / "fineweb-gpt2-tokens").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "train", "--config", run, "--out", tmp_path / "out")
+    assert code == 2 and "hf download" not in err
     # what the line says to use silences its part of the line
     code, _, err = run_cli(capsys, "train", "--config", run / "train.json", "--set", "train.steps=2",
                            "--set", "train.data=builtin", "--out", tmp_path / "out")
