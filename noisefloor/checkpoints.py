@@ -31,6 +31,7 @@ F4 and F6 (packed, several elements per byte) are compared byte by byte.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import math
@@ -39,7 +40,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError
@@ -617,6 +618,7 @@ class Comparison:
     differences: list[TensorDifference] = field(default_factory=list)
     tensors_compared: int = 0
     bytes_compared: int = 0
+    ignored: list[str] = field(default_factory=list)  # names matching an --ignore pattern, in either file
 
     @property
     def identical(self) -> bool:
@@ -660,12 +662,14 @@ class Comparison:
             ],
             "tensors_compared": self.tensors_compared,
             "bytes_compared": self.bytes_compared,
+            "ignored": self.ignored,
         }
 
     def lines(self) -> list[str]:
         """The human-readable report of this file pair, one line per finding."""
         verdict = "IDENTICAL" if self.identical else "DIFFERENT"
-        lines = [f"{self.a} vs {self.b}: {verdict} ({self.tensors_compared} tensors, {_size(self.bytes_compared)} compared)"]
+        skipped = f", {len(self.ignored)} ignored" if self.ignored else ""
+        lines = [f"{self.a} vs {self.b}: {verdict} ({self.tensors_compared} tensors, {_size(self.bytes_compared)} compared{skipped})"]
         if self.metadata is not None:
             m = self.metadata
             if m.a is None or m.b is None:
@@ -882,17 +886,24 @@ def _compare_bytes(fa: SafetensorsFile, fb: SafetensorsFile, info: TensorInfo, c
     return stats.result() if stats else None
 
 
-def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> Comparison:
-    """Compare two safetensors files: metadata, names, dtypes, shapes, every byte."""
+def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES,
+            ignore: Sequence[str] = ()) -> Comparison:
+    """Compare two safetensors files: metadata, names, dtypes, shapes, every byte.
+
+    Tensors whose name matches one of the `ignore` shell patterns (fnmatch, e.g. `*.att.mask`)
+    are left out, from either file."""
     if chunk_bytes <= 0 or chunk_bytes % 8:
         raise ValueError("chunk_bytes must be a positive multiple of 8")
     with open_safetensors(a) as fa, open_safetensors(b) as fb:
         result = Comparison(a=str(fa.path), b=str(fb.path))
         if fa.metadata != fb.metadata:
             result.metadata = MetadataDifference(fa.metadata, fb.metadata)
-        result.only_in_a = sorted(fa.tensors.keys() - fb.tensors.keys())
-        result.only_in_b = sorted(fb.tensors.keys() - fa.tensors.keys())
-        for name in sorted(fa.tensors.keys() & fb.tensors.keys()):
+        names = fa.tensors.keys() | fb.tensors.keys()
+        result.ignored = sorted(n for n in names if any(fnmatch.fnmatchcase(n, pattern) for pattern in ignore))
+        in_a, in_b = fa.tensors.keys() - set(result.ignored), fb.tensors.keys() - set(result.ignored)
+        result.only_in_a = sorted(in_a - in_b)
+        result.only_in_b = sorted(in_b - in_a)
+        for name in sorted(in_a & in_b):
             ia, ib = fa.tensors[name], fb.tensors[name]
             if (ia.dtype, ia.shape) != (ib.dtype, ib.shape):
                 result.mismatches.append(TensorMismatch(name, ia.dtype, ib.dtype, ia.shape, ib.shape))
@@ -916,11 +927,12 @@ def checkpoint_files(path: str | os.PathLike[str]) -> dict[str, Path]:
     return files
 
 
-def compare_paths(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> PathComparison:
+def compare_paths(a: str | os.PathLike[str], b: str | os.PathLike[str], ignore: Sequence[str] = ()) -> PathComparison:
     """Compare two files, or two run directories (model.safetensors, init.safetensors when present).
 
     A checkpoint file present in one run directory only is a difference. A run
     directory against a plain file compares the directory's model.safetensors.
+    `ignore`: tensor name patterns left out of every file pair (see `compare`).
     """
     files_a, files_b = checkpoint_files(a), checkpoint_files(b)
     result = PathComparison(a=str(a), b=str(b))
@@ -928,5 +940,5 @@ def compare_paths(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> PathC
         result.only_in_a = sorted(files_a.keys() - files_b.keys())
         result.only_in_b = sorted(files_b.keys() - files_a.keys())
     for name in sorted(files_a.keys() & files_b.keys(), key=lambda n: n != MODEL_FILE):
-        result.files.append(compare(files_a[name], files_b[name]))
+        result.files.append(compare(files_a[name], files_b[name], ignore=ignore))
     return result

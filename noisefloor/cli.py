@@ -17,7 +17,7 @@ from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-ORDER = ("demo", "train", "eval", "smoke", "sweep", "reseed", "status", "classify", "report",
+ORDER = ("demo", "train", "eval", "export", "smoke", "sweep", "reseed", "status", "classify", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
@@ -202,7 +202,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="RUN_DIR|WEIGHTS", help="a run directory or a .safetensors file")
-    p.add_argument("--config", help="config of the weights (default: the run's config.json)")
+    p.add_argument("--config", help="config of the weights: a file, a preset name or the blog's run folder "
+                                    "(default: the run's config.json)")
     p.add_argument("--split", choices=("test", "val"), default="test", help="which fixed split (default: test)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -218,6 +219,21 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"{args.split} loss {result['loss']:.6f}  ({result['windows']} windows, {result['tokens']} tokens)")
+    return 0
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="RUN_DIR|WEIGHTS", help="a run directory (its model.safetensors) or a .safetensors file")
+    p.add_argument("--to", required=True, choices=("book",), help="book: the state dict of the book's GPTModel (masks included)")
+    p.add_argument("--out", help="file to write (default: beside the weights, model.book.safetensors)")
+    p.add_argument("--config", help="config of the weights (default: the run's config.json)")
+
+
+@command("export", "write saved weights for the book's GPTModel (load_state_dict with strict=True)", _export_arguments)
+def _export(args: argparse.Namespace) -> int:
+    from noisefloor.train.evaluate import export
+
+    print(export(args.target, args.to, args.out, args.config))
     return 0
 
 
@@ -515,6 +531,8 @@ def _report(args: argparse.Namespace) -> int:
 def _verify_identical_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", help="a .safetensors file, or a run directory (model.safetensors, init.safetensors)")
     parser.add_argument("b", help="the file or run directory to compare it with")
+    parser.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                        help="skip tensors whose name matches this shell pattern, e.g. '*.att.mask' (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
@@ -528,7 +546,7 @@ def _verify_identical(args: argparse.Namespace) -> int:
 
     from noisefloor.checkpoints import compare_paths
 
-    result = compare_paths(args.a, args.b)
+    result = compare_paths(args.a, args.b, args.ignore)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
     return 0 if result.identical else 1
 

@@ -1,8 +1,9 @@
 """Typed run configuration: `[model]` and `[train]`, from TOML or JSON, strictly validated.
 
 Key names follow Raschka's "Build a Large Language Model (from Scratch)" where
-one exists, since that is what the users already write. Every mistake is a
-UserError naming the file, section and key.
+one exists, since that is what the users already write; the blog trainer's
+run folder (`model.json` + `train.json`, flat keys of its own) is read too.
+Every mistake of a config is named in one UserError (file, section and key).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ INITS = ("pytorch-default", "gpt2")
 INIT_SCHEMES = ("per-parameter", "sequential")
 PRECISIONS = ("fp32", "amp-fp16", "amp-bf16")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("noisefloor", "book", "blog")
 MAX_SEED = 2**63 - 1  # the largest seed every RNG takes (torch refuses beyond 64 bits, numpy below 0)
 
 
@@ -86,7 +88,7 @@ class TrainConfig:
     init_seed: int = _spec(42, "seeds every RNG before the model is built", _in_range(0, MAX_SEED))
     train_seed: int | None = _spec(None, "re-seeds every RNG right after the model is built (absent: the RNG simply continues)",
                                    _in_range(0, MAX_SEED), optional=True)
-    data: str = _spec("builtin", "'builtin' (Python's own documentation), a text file or folder, a .safetensors with a uint16 'tokens' tensor, or llm.c .bin shards (file, folder or glob)")
+    data: str = _spec("builtin", "'builtin' (Python's own documentation), a text file or folder, a .safetensors with a uint16 'tokens' tensor, a .npy, llm.c .bin shards (file, folder or glob), or a folder already split into train.* and val.*/validation.* token files")
     steps: int = _spec(100, "optimizer steps", _at_least(1))
     microbatch_size: int = _spec(8, "windows per forward/backward pass", _at_least(1))
     gradient_accumulation_steps: int = _spec(1, "microbatches per optimizer step", _at_least(1))
@@ -95,6 +97,13 @@ class TrainConfig:
     initial_learning_rate: float = _spec(0.0004, "learning rate at step 0 of the warmup", _at_least(0.0))
     min_learning_rate: float = _spec(0.00014, "floor of the cosine decay", _at_least(0.0))
     warmup_period_percent: float = _spec(5.0, "share of the steps spent warming up, in percent", _in_range(0.0, 100.0))
+    lr_schedule: str = _spec(
+        "noisefloor",
+        "form of the schedule: 'noisefloor' (closed form, warmup step x (peak - initial) / warmup), 'book' (appendix D's "
+        "arithmetic exactly), 'blog' (torch LinearLR from 1e-5 x learning_rate, then CosineAnnealingLR down to "
+        "learning_rate / 10, as the blog's trainer steps them; initial/min_learning_rate unused)",
+        _choice(LR_SCHEDULES),
+    )
     weight_decay: float = _spec(0.1, "AdamW weight decay (applied to every parameter, as in the book)", _at_least(0.0))
     clipping_max_norm: float | None = _spec(None, "clip gradients to this global L2 norm (absent: no clipping)", _positive, optional=True)
     precision: str = _spec("fp32", "'fp32' (no AMP, no TF32), 'amp-fp16' (with GradScaler) or 'amp-bf16'", _choice(PRECISIONS))
@@ -142,18 +151,30 @@ class RunConfig:
 
 # ---------------------------------------------------------------- validation
 
+Problems = list[tuple[str, str]]  # (file, what is wrong there): every mistake of a config, reported together
+Labels = dict[tuple[str, str], tuple[str, str]]  # (section, key) -> (file, the name its author wrote)
+
+
+def _raise_all(problems: Problems) -> None:
+    """One UserError line naming every mistake, grouped by the file it is in."""
+    if not problems:
+        return
+    grouped: dict[str, list[str]] = {}
+    for source, text in problems:
+        grouped.setdefault(source, []).append(text)
+    raise UserError("; ".join(f"{source}: {'; '.join(texts)}" for source, texts in grouped.items()))
+
 
 def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
-def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> tuple[Any, str | None]:
+    """(the value as the field's type, None) or (None, what is wrong with it)."""
     optional = f.metadata["optional"]
     base = {"int | None": int, "float | None": float, "int": int, "float": float, "bool": bool, "str": str}[str(f.type)]
     if value is None:
-        if optional:
-            return None
-        raise UserError(f"{where} must be {_type_name(base)}, got nothing")
+        return (None, None) if optional else (None, f"{where} must be {_type_name(base)}, got nothing")
     if base is bool:
         ok = isinstance(value, bool)
     elif base is int:
@@ -163,54 +184,177 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
         if ok:
             value = float(value)
             if not math.isfinite(value):
-                raise UserError(f"{where} must be a finite number, got {value}")
+                return None, f"{where} must be a finite number, got {value}"
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise UserError(f"{where} must be {_type_name(base)}, got {value!r}")
+        return None, f"{where} must be {_type_name(base)}, got {value!r}"
     check = f.metadata["check"]
     problem = check(value) if check else None
-    if problem:
-        raise UserError(f"{where} {problem}, got {value!r}")
-    return value
+    return (None, f"{where} {problem}, got {value!r}") if problem else (value, None)
 
 
-def _section(cls: type, raw: Any, source: str, name: str) -> Any:
+def _suggestion(key: str, known) -> str:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {hint[0]}?)" if hint else f" (known: {', '.join(known)})"
+
+
+def _section(cls: type, raw: Any, source: str, name: str, labels: Labels, problems: Problems) -> Any | None:
+    """The section's dataclass, or None after adding each of its mistakes to `problems`."""
     if not isinstance(raw, Mapping):
-        raise UserError(f"{source}: [{name}] must be a table of keys")
+        problems.append((source, f"[{name}] must be a table of keys"))
+        return None
     known = {f.name: f for f in fields(cls)}
     values = {}
+    found = len(problems)
     for key, value in raw.items():
+        where, label = labels.get((name, key), (source, f"[{name}] {key}"))
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            suggestion = f" (did you mean {hint[0]}?)" if hint else f" (known: {', '.join(known)})"
-            raise UserError(f"{source}: unknown key [{name}] {key}{suggestion}")
-        values[key] = _coerce(value, known[key], f"{source}: [{name}] {key}")
-    return cls(**values)
+            problems.append((where, f"unknown key [{name}] {key}{_suggestion(key, known)}"))
+            continue
+        coerced, problem = _coerce(value, known[key], label)
+        if problem:
+            problems.append((where, problem))
+        values[key] = coerced
+    return cls(**values) if len(problems) == found else None
 
 
-def from_dict(raw: Any, source: str = "config") -> RunConfig:
+def _validate(raw: Any, source: str, labels: Labels, problems: Problems) -> RunConfig:
     if not isinstance(raw, Mapping):
-        raise UserError(f"{source}: expected tables [model] and [train]")
-    for name in raw:
-        if name not in SECTIONS:
-            raise UserError(f"{source}: unknown section [{name}] (sections: model, train)")
-    config = RunConfig(
-        model=_section(ModelConfig, raw.get("model", {}), source, "model"),
-        train=_section(TrainConfig, raw.get("train", {}), source, "train"),
-    )
-    _check_consistency(config, source)
+        problems.append((source, "expected tables [model] and [train]"))
+        _raise_all(problems)
+    problems.extend((source, f"unknown section [{name}] (sections: model, train)") for name in raw if name not in SECTIONS)
+    model = _section(ModelConfig, raw.get("model", {}), source, "model", labels, problems)
+    train = _section(TrainConfig, raw.get("train", {}), source, "train", labels, problems)
+    if model is not None and train is not None:
+        config = RunConfig(model=model, train=train)
+        problems.extend((source, text) for text in _consistency_problems(config))
+    _raise_all(problems)
     return config
 
 
-def _check_consistency(config: RunConfig, source: str) -> None:
+def from_dict(raw: Any, source: str = "config") -> RunConfig:
+    """Validate `{"model": {...}, "train": {...}}`; every mistake in it is named in one UserError."""
+    return _validate(raw, source, {}, [])
+
+
+def _consistency_problems(config: RunConfig) -> list[str]:
     m, t = config.model, config.train
+    problems = []
     if m.emb_dim % m.n_heads:
-        raise UserError(f"{source}: [model] emb_dim ({m.emb_dim}) must be divisible by n_heads ({m.n_heads})")
-    if t.schedule_learning_rate and not (t.min_learning_rate <= t.learning_rate):
-        raise UserError(
-            f"{source}: [train] min_learning_rate ({t.min_learning_rate}) must not exceed learning_rate ({t.learning_rate})"
-        )
+        problems.append(f"[model] emb_dim ({m.emb_dim}) must be divisible by n_heads ({m.n_heads})")
+    if t.schedule_learning_rate and t.lr_schedule != "blog" and not (t.min_learning_rate <= t.learning_rate):
+        problems.append(f"[train] min_learning_rate ({t.min_learning_rate}) must not exceed learning_rate ({t.learning_rate})")
+    return problems
+
+
+# ---------------------------------------------------------------- the blog trainer's model.json / train.json
+
+BLOG_MODEL_FILE, BLOG_TRAIN_FILE = "model.json", "train.json"
+BLOG_MODEL_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias", "tie_weights")
+# train.json keys that mean the same here (the value is taken as is), under noisefloor's name
+BLOG_TRAIN_KEYS = {
+    "microbatch_size": "microbatch_size", "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "clipping_max_norm": "clipping_max_norm",
+    "schedule_learning_rate": "schedule_learning_rate", "warmup_period_percent": "warmup_period_percent",
+    "checkpoint_interval": "checkpoint_interval", "random_seed": "init_seed", "validation_interval": "eval_interval",
+}
+BLOG_DATASETS = Path("datasets")  # where a train.json's `dataset` is looked for, beside the folder it names itself
+BLOG_TRAIN_TRANSLATED = ("use_amp", "min_train_tokens", "dataset", "start_train_token", "start_val_token", "validation_batches")
+
+
+@dataclass
+class _Read:
+    """A config file (or the blog's pair) as noisefloor sections, before validation."""
+
+    source: str
+    raw: dict[str, Any] = field(default_factory=lambda: {"model": {}, "train": {}})
+    labels: Labels = field(default_factory=dict)
+    # (file, what is wrong, the "section.key" a --set may give instead, which silences it)
+    problems: list[tuple[str, str, str | None]] = field(default_factory=list)
+    min_train_tokens: int | None = None  # the blog's length of training: steps follow once the batch is known
+
+
+def _is_blog_file(path: Path, parsed: Any) -> bool:
+    """The blog's JSON files are flat (no [model]/[train] tables; `moe` is the one nested key)."""
+    return (path.suffix == ".json" and isinstance(parsed, Mapping) and bool(parsed) and not SECTIONS.keys() & parsed.keys()
+            and not any(isinstance(value, Mapping) for key, value in parsed.items() if key != "moe"))
+
+
+def _blog_model(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
+    model = read.raw["model"]
+    model["init_scheme"] = "sequential"  # the blog's trainer seeds, then builds GPTModel: the global draw in order
+    for key, value in values.items():
+        if key in BLOG_MODEL_KEYS:
+            model[key] = value
+            read.labels[("model", key)] = (str(path), key)
+        elif key == "moe":
+            read.problems.append((str(path), "moe (mixture of experts) is not noisefloor's model; sweep your own trainer "
+                                  "with noisefloor sweep --command instead", None))
+        else:
+            read.problems.append((str(path), f"unknown key {key}{_suggestion(key, BLOG_MODEL_KEYS)}", None))
+
+
+def _blog_dataset(read: _Read, path: Path, value: Any) -> None:
+    if not isinstance(value, str):
+        read.problems.append((str(path), f"dataset must be a string, got {value!r}", "train.data"))
+        return
+    for candidate in (Path(value), path.parent / value, BLOG_DATASETS / value):
+        if candidate.exists():
+            read.raw["train"]["data"] = str(candidate)
+            return
+    read.problems.append((str(path), f"dataset {value!r} is not a local folder (the blog's trainer downloads it from Hugging "
+                          f"Face): download it, e.g. `hf download {value} --repo-type dataset --local-dir "
+                          f"{BLOG_DATASETS / value}` (looked for there), or add --set train.data=FOLDER", "train.data"))
+
+
+def _blog_train(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
+    train, source = read.raw["train"], str(path)
+    train["lr_schedule"] = "blog"
+    train["precision"] = "amp-fp16"  # the blog's trainer uses AMP (float16, GradScaler) unless use_amp is false
+    train["warmup_period_percent"] = 0.0  # its default when a scheduled run names no warmup
+    train["eval_interval"] = 0  # it validates only when validation_interval says so: here, at the end
+    for key, value in values.items():
+        if key in BLOG_TRAIN_KEYS:
+            train[BLOG_TRAIN_KEYS[key]] = value
+            read.labels[("train", BLOG_TRAIN_KEYS[key])] = (source, key)
+        elif key == "use_amp":
+            if isinstance(value, bool):
+                train["precision"] = "amp-fp16" if value else "fp32"
+            else:
+                read.problems.append((source, f"use_amp must be true or false, got {value!r}", "train.precision"))
+        elif key == "min_train_tokens":
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                read.min_train_tokens = value
+            elif value == -1:
+                read.problems.append((source, "min_train_tokens -1 (the whole dataset) needs the data's size: give the "
+                                      "steps instead, e.g. --set train.steps=2000", "train.steps"))
+            else:
+                read.problems.append((source, f"min_train_tokens must be a positive integer, got {value!r}", "train.steps"))
+        elif key == "dataset":
+            _blog_dataset(read, path, value)
+        elif key in ("start_train_token", "start_val_token"):
+            if value != 0:
+                read.problems.append((source, f"{key} {value!r}: noisefloor reads every split from its first token; "
+                                      "cut the file there, or set it to 0", None))
+        elif key == "validation_batches":
+            batch = values.get("microbatch_size", TrainConfig.microbatch_size)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0 and isinstance(batch, int):
+                train["eval_windows"] = value * batch
+            else:
+                read.problems.append((source, f"validation_batches must be a positive integer, got {value!r}", "train.eval_windows"))
+        else:
+            read.problems.append((source, f"unknown key {key}{_suggestion(key, [*BLOG_TRAIN_KEYS, *BLOG_TRAIN_TRANSLATED])}", None))
+
+
+def _read_blog(read: _Read, files: list[tuple[Path, Any]]) -> _Read:
+    for path, values in files:
+        if not isinstance(values, Mapping):
+            read.problems.append((str(path), "expected a JSON object of keys", None))
+            continue
+        is_model = path.name == BLOG_MODEL_FILE or (path.name != BLOG_TRAIN_FILE and any(k in BLOG_MODEL_KEYS for k in values))
+        (_blog_model if is_model else _blog_train)(read, path, values)
+    return read
 
 
 # ---------------------------------------------------------------- loading
@@ -230,6 +374,24 @@ def _parse_file(path: Path) -> Any:
         return tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+
+
+def _read(path: Path) -> _Read:
+    """A noisefloor TOML/JSON file, a preset name, the blog's model.json or train.json, or a folder holding them."""
+    read = _Read(str(path))
+    if path.is_dir():
+        files = [path / name for name in (BLOG_MODEL_FILE, BLOG_TRAIN_FILE) if (path / name).is_file()]
+        if not files:
+            raise UserError(f"{path}: a config folder must hold the blog trainer's {BLOG_MODEL_FILE} and/or {BLOG_TRAIN_FILE}")
+        return _read_blog(read, [(f, _parse_file(f)) for f in files])
+    parsed = _parse_file(path)
+    if _is_blog_file(path, parsed):
+        return _read_blog(read, [(path, parsed)])
+    if not isinstance(parsed, Mapping):
+        raise UserError(f"{path}: expected tables [model] and [train]")
+    for name, section in parsed.items():
+        read.raw[name] = dict(section) if isinstance(section, Mapping) else section
+    return read
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -253,27 +415,26 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a TOML/JSON config (None: all defaults) and apply `--set` overrides."""
-    raw: dict[str, Any] = {"model": {}, "train": {}}
-    source = "config"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        parsed = _parse_file(path)
-        if not isinstance(parsed, Mapping):
-            raise UserError(f"{source}: expected tables [model] and [train]")
-        for name, section in parsed.items():
-            if name not in SECTIONS:
-                raise UserError(f"{source}: unknown section [{name}] (sections: model, train)")
-            if not isinstance(section, Mapping):
-                raise UserError(f"{source}: [{name}] must be a table of keys")
-            raw[name] = dict(section)
+    """Read a config (None: all defaults; see `_read` for what it may be) and apply `--set` overrides.
+
+    Every mistake of the file and the overrides together is named in one UserError.
+    """
+    read = _read(Path(path)) if path is not None else _Read("config")
+    overridden = set()
     for text in overrides:
         section, name, value = parse_override(text)
         if section not in SECTIONS:
             raise UserError(f"--set {text!r}: unknown section [{section}] (sections: model, train)")
-        raw[section][name] = value
-    return from_dict(raw, source=source if not overrides else f"{source} (with --set)")
+        if isinstance(read.raw.get(section), dict):
+            read.raw[section][name] = value
+        read.labels.pop((section, name), None)
+        overridden.add(f"{section}.{name}")
+    problems = [(source, text) for source, text, instead in read.problems if instead not in overridden]
+    config = _validate(read.raw, read.source if not overrides else f"{read.source} (with --set)", read.labels, problems)
+    if read.min_train_tokens is not None and "train.steps" not in overridden:
+        # the blog's trainer rounds its token budget up to whole optimizer steps
+        config = config.replace(train={"steps": -(-read.min_train_tokens // config.tokens_per_step)})
+    return config
 
 
 def describe() -> list[tuple[str, str, Any, str]]:

@@ -158,6 +158,23 @@ def test_metadata_is_compared_as_parsed_json(tmp_path, capsys):
     assert "A has no __metadata__" in run_cli(capsys, d, a)[1]
 
 
+def test_ignore_patterns_skip_named_tensors_in_both_files(tmp_path, capsys):
+    """A book checkpoint carries `att.mask` buffers that a noisefloor one lacks; --ignore leaves them out."""
+    mask = np.triu(np.ones((4, 4), dtype=np.float32), 1)
+    ours = save(tmp_path / "ours.safetensors", model())
+    book = save(tmp_path / "book.safetensors", {**model(), "h.0.att.mask": mask, "h.1.att.mask": mask})
+    code, out, _ = run_cli(capsys, ours, book)
+    assert code == 1 and "extra in B: 'h.0.att.mask'" in out
+    code, out, _ = run_cli(capsys, ours, book, "--ignore", "*.att.mask")
+    assert code == 0 and out.startswith("IDENTICAL") and "4 tensors" in out and "2 ignored" in out
+    # a real difference still counts, and every pattern given is applied
+    changed = save(tmp_path / "changed.safetensors", {**flip_bit(model(), "wte.weight", 3, 0), "h.0.att.mask": mask})
+    code, out, _ = run_cli(capsys, ours, changed, "--ignore", "*.att.mask")
+    assert code == 1 and "wte.weight" in out
+    code, out, _ = run_cli(capsys, ours, changed, "--ignore", "*.att.mask", "--ignore", "wte.*", "--json")
+    assert code == 0 and json.loads(out)["files"][0]["ignored"] == ["h.0.att.mask", "wte.weight"]
+
+
 def test_json_output_structure(tmp_path, capsys):
     a = save(tmp_path / "a.safetensors", model(), {"step": "7"})
     b = save(tmp_path / "b.safetensors", flip_bit(model(), "wte.weight", 17, 31), {"step": "8"})
@@ -168,6 +185,7 @@ def test_json_output_structure(tmp_path, capsys):
     [file] = report["files"]
     assert set(file) == {
         "a", "b", "identical", "metadata", "only_in_a", "only_in_b", "mismatches", "differences", "tensors_compared", "bytes_compared",
+        "ignored",
     }  # fmt: skip
     assert file["metadata"]["changed"] == ["step"]
     [difference] = file["differences"]

@@ -160,3 +160,127 @@ def test_out_of_range_numbers_are_usage_mistakes(capsys, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "(see noisefloor" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the blog trainer's model.json / train.json
+
+BLOG_MODEL = {"vocab_size": 512, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.1,
+              "qkv_bias": True, "tie_weights": True}
+
+
+def blog_run(folder, train, model=BLOG_MODEL):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.json").write_text(json.dumps(model, indent=4))
+    (folder / "train.json").write_text(json.dumps(train, indent=4))
+    return folder
+
+
+def test_the_blogs_run_folder_and_each_of_its_files_load(tmp_path):
+    (tmp_path / "datasets" / "tiny").mkdir(parents=True)
+    train = {"microbatch_size": 4, "gradient_accumulation_steps": 2, "checkpoint_interval": 5, "dataset": "../../datasets/tiny",
+             "min_train_tokens": 4 * 2 * 32 * 10 + 1, "start_train_token": 0, "start_val_token": 0, "learning_rate": 0.0014,
+             "schedule_learning_rate": True, "warmup_period_percent": 5, "clipping_max_norm": 3.5, "random_seed": 7,
+             "use_amp": False, "weight_decay": 0.05}
+    run = blog_run(tmp_path / "runs" / "baseline", train)
+    cfg = config_module.load(run)
+    m, t = cfg.model, cfg.train
+    assert (m.vocab_size, m.context_length, m.emb_dim, m.qkv_bias, m.tie_weights) == (512, 32, 32, True, True)
+    assert m.init_scheme == "sequential"  # the blog seeds, then builds GPTModel: one global draw
+    assert t.init_seed == 7 and t.train_seed is None and t.precision == "fp32" and t.lr_schedule == "blog"
+    assert t.steps == 11  # min_train_tokens rounded up to whole optimizer steps of 4 x 2 x 32 tokens
+    assert (t.learning_rate, t.schedule_learning_rate, t.warmup_period_percent, t.clipping_max_norm) == (0.0014, True, 5.0, 3.5)
+    assert (t.microbatch_size, t.gradient_accumulation_steps, t.checkpoint_interval, t.weight_decay) == (4, 2, 5, 0.05)
+    assert t.data == str(run / "../../datasets/tiny")
+    # each file alone: the other half keeps noisefloor's defaults (the model's are GPT-2 small, the blog's model)
+    alone = config_module.load(run / "train.json")
+    assert alone.train == t.__class__(**{**t.__dict__, "steps": -(-(4 * 2 * 32 * 10 + 1) // (4 * 2 * 1024))})
+    assert alone.model.emb_dim == 768 and alone.model.init_scheme == "per-parameter"
+    assert config_module.load(run / "model.json").model == m
+    # the blog trainer's own defaults where train.json is silent: AMP on, seed 42
+    plain = config_module.load(blog_run(tmp_path / "plain", {"microbatch_size": 2})).train
+    assert plain.precision == "amp-fp16" and plain.init_seed == 42 and plain.eval_interval == 0
+    # a --set on the steps wins over min_train_tokens; world_size enters the token arithmetic
+    assert config_module.load(run, ["train.steps=3"]).train.steps == 3
+    assert config_module.load(run, ["train.world_size=2"]).train.steps == 6
+    # the blog's floor is learning_rate / 10, so noisefloor's min_learning_rate default never gets in its way
+    low = blog_run(tmp_path / "low", {"learning_rate": 0.0001, "schedule_learning_rate": True})
+    assert config_module.load(low).train.learning_rate == 0.0001
+    # the trainer's older validation keys: batches of microbatch_size windows
+    older = config_module.load(blog_run(tmp_path / "older", {"microbatch_size": 6, "validation_interval": 100,
+                                                             "validation_batches": 50}))
+    assert (older.train.eval_interval, older.train.eval_windows) == (100, 300)
+
+
+def test_every_mistake_of_a_blog_config_in_one_line_saying_what_to_use(tmp_path, capsys, monkeypatch):
+    train = {"microbatch_size": 4, "random_seed": -1, "use_amp": "yes", "min_train_tokens": -1,
+             "dataset": "gpjt/fineweb-gpt2-tokens", "learning_rat": 0.1, "start_train_token": 1000}
+    run = blog_run(tmp_path / "run", train, {**BLOG_MODEL, "moe": {"num_experts": 4}})
+    code, _, err = run_cli(capsys, "train", "--config", run, "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    for expected in (f"{run / 'model.json'}: moe (mixture of experts)", "noisefloor sweep --command",
+                     f"{run / 'train.json'}: ", "random_seed must be between 0 and", "use_amp must be true or false, got 'yes'",
+                     "min_train_tokens -1 (the whole dataset)", "--set train.steps=",
+                     "hf download gpjt/fineweb-gpt2-tokens --repo-type dataset --local-dir datasets/gpjt/fineweb-gpt2-tokens",
+                     "--set train.data=",
+                     "unknown key learning_rat (did you mean learning_rate?)", "start_train_token 1000"):
+        assert expected in err, expected
+    # downloaded where the line says, the dataset is found
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "datasets" / "gpjt" / "fineweb-gpt2-tokens").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "train", "--config", run, "--out", tmp_path / "out")
+    assert code == 2 and "hf download" not in err
+    # what the line says to use silences its part of the line
+    code, _, err = run_cli(capsys, "train", "--config", run / "train.json", "--set", "train.steps=2",
+                           "--set", "train.data=builtin", "--out", tmp_path / "out")
+    assert code == 2 and "min_train_tokens -1" not in err and "hf download" not in err and "random_seed" in err
+
+
+def test_every_mistake_of_a_noisefloor_config_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("[model]\nemb_dim = 'wide'\nn_layer = 2\n[train]\nsteps = -1\nprecision = 'fp8'\n[optim]\nlr = 1\n")
+    code, _, err = run_cli(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.count(str(path)) == 1
+    for expected in ("unknown section [optim]", "[model] emb_dim must be an integer, got 'wide'",
+                     "unknown key [model] n_layer (did you mean n_layers?)", "[train] steps must be >= 1, got -1",
+                     "[train] precision must be one of fp32, amp-fp16, amp-bf16"):
+        assert expected in err, expected
+
+
+def test_blog_schedule_is_torchs_schedulers_step_for_step():
+    """The 'blog' schedule equals the blog trainer's LinearLR -> CosineAnnealingLR under SequentialLR, read after
+    each optimizer step, exactly; 'book' is appendix D's arithmetic; 'noisefloor' (default) stays as it was."""
+    import math
+    import warnings
+
+    import torch
+
+    from noisefloor.train.trainer import learning_rate
+
+    for peak, steps, percent in ((0.0014, 400, 5), (0.0004, 30, 0), (0.001, 37, 7.5)):
+        warmup = int((steps * percent) // 100)
+        optimizer = torch.optim.AdamW([torch.zeros(2, requires_grad=True)], lr=peak, weight_decay=0.1)
+        chained = torch.optim.lr_scheduler.SequentialLR(optimizer, schedulers=[
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.00001, end_factor=1.0, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps - warmup, eta_min=peak / 10)],
+            milestones=[warmup])
+        torch_rates = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(steps):
+                optimizer.step()
+                torch_rates.append(optimizer.param_groups[0]["lr"])
+                chained.step()
+        cfg = config_module.load("micro", [f"train.steps={steps}", "train.schedule_learning_rate=true",
+                                           f"train.learning_rate={peak}", f"train.warmup_period_percent={percent}",
+                                           "train.lr_schedule='blog'"])
+        assert [learning_rate(cfg, s) for s in range(steps)] == torch_rates
+
+    book = config_module.load("micro", ["train.steps=100", "train.schedule_learning_rate=true", "train.lr_schedule='book'",
+                                        "train.initial_learning_rate=3e-05", "train.learning_rate=0.001",
+                                        "train.min_learning_rate=1e-06", "train.warmup_period_percent=20"])
+    increment = (0.001 - 3e-05) / 20
+    expected = [3e-05 + s * increment if s < 20 else
+                1e-06 + (0.001 - 1e-06) * 0.5 * (1 + math.cos(math.pi * ((s - 20) / 80))) for s in range(100)]
+    assert [learning_rate(book, s) for s in range(100)] == expected
+    today = book.replace(train={"lr_schedule": "noisefloor"})
+    assert [learning_rate(today, s) for s in range(20)] == [3e-05 + s * (0.001 - 3e-05) / 20 for s in range(20)]

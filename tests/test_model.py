@@ -2,78 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from torch import nn
+from safetensors.torch import load_file, save_file, save_model
 
-from conftest import run_cli
+from book_model import BookGPT, book_config
+from conftest import REPO, run_cli
 from noisefloor import config as config_module
 from noisefloor.train.model import build_model
-
-
-class BookAttention(nn.Module):
-    """Attention written out the way the book does it: explicit mask buffer, softmax, dropout."""
-
-    def __init__(self, d, context, heads, qkv_bias):
-        super().__init__()
-        self.heads, self.head_dim = heads, d // heads
-        self.W_query = nn.Linear(d, d, bias=qkv_bias)
-        self.W_key = nn.Linear(d, d, bias=qkv_bias)
-        self.W_value = nn.Linear(d, d, bias=qkv_bias)
-        self.out_proj = nn.Linear(d, d)
-        self.register_buffer("mask", torch.triu(torch.ones(context, context), diagonal=1))
-
-    def forward(self, x):
-        b, t, d = x.shape
-        split = lambda z: z.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        q, k, v = split(self.W_query(x)), split(self.W_key(x)), split(self.W_value(x))
-        scores = (q @ k.transpose(2, 3)).masked_fill(self.mask.bool()[:t, :t], -torch.inf)
-        weights = torch.softmax(scores / self.head_dim**0.5, dim=-1)
-        return self.out_proj((weights @ v).transpose(1, 2).contiguous().view(b, t, d))
-
-
-class BookLayerNorm(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.scale, self.shift = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
-
-    def forward(self, x):
-        mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
-        return self.scale * (x - mean) / torch.sqrt(var + 1e-5) + self.shift
-
-
-class BookGELU(nn.Module):
-    def forward(self, x):
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-class BookBlock(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.att = BookAttention(c.emb_dim, c.context_length, c.n_heads, c.qkv_bias)
-        self.ff = nn.Module()
-        self.ff.layers = nn.Sequential(nn.Linear(c.emb_dim, 4 * c.emb_dim), BookGELU(), nn.Linear(4 * c.emb_dim, c.emb_dim))
-        self.norm1, self.norm2 = BookLayerNorm(c.emb_dim), BookLayerNorm(c.emb_dim)
-
-    def forward(self, x):
-        x = x + self.att(self.norm1(x))
-        return x + self.ff.layers(self.norm2(x))
-
-
-class BookGPT(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.tok_emb, self.pos_emb = nn.Embedding(c.vocab_size, c.emb_dim), nn.Embedding(c.context_length, c.emb_dim)
-        self.trf_blocks = nn.Sequential(*[BookBlock(c) for _ in range(c.n_layers)])
-        self.final_norm = BookLayerNorm(c.emb_dim)
-        self.out_head = nn.Linear(c.emb_dim, c.vocab_size, bias=False)
-
-    def forward(self, idx):
-        x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1]))
-        return self.out_head(self.final_norm(self.trf_blocks(x)))
 
 
 def test_sequential_init_is_the_books_global_draw(micro_config):
@@ -83,7 +22,7 @@ def test_sequential_init_is_the_books_global_draw(micro_config):
 
     config = micro_config.replace(model={"init_scheme": "sequential"})
     torch.manual_seed(42)
-    book = BookGPT(config.model).state_dict()
+    book = BookGPT(book_config(config.model)).state_dict()
     torch.manual_seed(42)
     ours = export_state(build_model(config.model, 42))
     assert ours.keys() == {k for k in book if not k.endswith(".att.mask")}
@@ -96,7 +35,7 @@ def test_sequential_init_is_the_books_global_draw(micro_config):
 @pytest.fixture
 def book_checkpoint(micro_config, tmp_path):
     torch.manual_seed(0)
-    book = BookGPT(micro_config.model.__class__(**{**micro_config.model.__dict__, "qkv_bias": True})).eval()
+    book = BookGPT(book_config(micro_config.replace(model={"qkv_bias": True}).model)).eval()
     path = tmp_path / "book.safetensors"
     save_file({k: v.contiguous() for k, v in book.state_dict().items()}, str(path))
     return book, path
@@ -135,16 +74,70 @@ def test_eval_of_a_book_checkpoint_and_vocab_mismatch(micro_config, book_checkpo
     assert len(err.strip().splitlines()) == 1
 
 
-def test_a_tied_config_names_what_an_untied_file_lacks(micro_config, tmp_path, capsys):
-    import json
+def test_a_tied_blog_checkpoint_saved_by_save_model_loads(micro_config, tmp_path, capsys):
+    """safetensors.torch.save_model keeps one name of a shared tensor (out_head.weight) and the masks."""
+    cfg = micro_config.replace(model={"tie_weights": True})
+    torch.manual_seed(3)
+    book = BookGPT(book_config(cfg.model)).eval()
+    path = tmp_path / "model.safetensors"
+    save_model(book, str(path))
+    saved = load_file(str(path))
+    assert "out_head.weight" in saved and "tok_emb.weight" not in saved and "trf_blocks.1.att.mask" in saved
 
-    weights = tmp_path / "head-only.safetensors"
-    save_file({"out_head.weight": torch.zeros(512, 32)}, str(weights))
+    from noisefloor.train.evaluate import load_model
+
+    loaded = load_model(cfg, path, torch.device("cpu"))
+    assert loaded.out_head.weight is loaded.tok_emb.weight
+    idx = torch.randint(0, cfg.model.vocab_size, (2, cfg.model.context_length))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(idx), book(idx), rtol=1e-5, atol=1e-5)
     config_path = tmp_path / "tied.json"
-    config_path.write_text(json.dumps(micro_config.replace(model={"tie_weights": True}).to_dict()))
-    code, _, err = run_cli(capsys, "eval", weights, "--config", config_path)
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "does not match the config's model" in err and "unexpected out_head.weight" in err
+    config_path.write_text(json.dumps(cfg.to_dict()))
+    code, out, _ = run_cli(capsys, "eval", path, "--config", config_path)
+    assert code == 0 and out.startswith("test loss ")
+    untied = tmp_path / "untied.json"
+    untied.write_text(json.dumps(micro_config.to_dict()))
+    code, _, err = run_cli(capsys, "eval", path, "--config", untied)  # untied config: the file lacks tok_emb.weight
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "missing tok_emb.weight" in err
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_export_to_book_loads_strictly_into_the_books_model(micro_config, tmp_path, capsys, tie):
+    """`export --to book` writes what the book's GPTModel.load_state_dict(strict=True) takes, masks included,
+    and the book's model then computes our model's logits."""
+    from noisefloor.train.model import export_state
+    from noisefloor.train.state import save_tensors
+
+    cfg = micro_config.replace(model={"tie_weights": tie, "qkv_bias": True})
+    ours = build_model(cfg.model, 5).eval()
+    run = tmp_path / "run"
+    run.mkdir()
+    save_tensors(run / "model.safetensors", export_state(ours))
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    code, out, _ = run_cli(capsys, "export", run, "--to", "book")
+    written = run / "model.book.safetensors"
+    assert code == 0 and out.strip() == str(written)
+    book = BookGPT(book_config(cfg.model)).eval()
+    book.load_state_dict(load_file(str(written)), strict=True)
+    idx = torch.randint(0, cfg.model.vocab_size, (2, cfg.model.context_length))
+    with torch.no_grad():
+        torch.testing.assert_close(book(idx), ours(idx), rtol=1e-5, atol=1e-5)
+    # the export verifies identical to our weights once the book's extra tensors are ignored (untied: nothing else differs)
+    if not tie:
+        code, out, _ = run_cli(capsys, "verify-identical", run / "model.safetensors", written, "--ignore", "*.att.mask")
+        assert code == 0, out
+
+
+def test_eval_of_a_weights_file_with_a_preset_config(micro_config, tmp_path, capsys):
+    from noisefloor.train.model import export_state
+    from noisefloor.train.state import save_tensors
+
+    weights = tmp_path / "w.safetensors"
+    save_tensors(weights, export_state(build_model(micro_config.model, 1)))
+    code, out, err = run_cli(capsys, "eval", weights, "--config", "micro")
+    assert code == 0 and out.startswith("test loss "), err
+    code, _, err = run_cli(capsys, "eval", weights, "--config", "tiny-cpu")
+    assert code == 2 and "vocab_size is 2048" in err and len(err.strip().splitlines()) == 1
 
 
 def test_tied_weights_are_one_tensor_saved_once(micro_config):
@@ -157,7 +150,6 @@ def test_tied_weights_are_one_tensor_saved_once(micro_config):
 
 def test_parameter_count_of_the_163m_baseline():
     from noisefloor.train.model import GPTModel, count_parameters
-    from conftest import REPO
 
     cfg = config_module.load(REPO / "training" / "gpt2-small-163m.toml")
     with torch.device("meta"):

@@ -23,7 +23,8 @@ BUILTIN: dict[str, tuple[Overrides, str]] = {
     "lr-schedule": (
         {"train": {"schedule_learning_rate": True, "initial_learning_rate": 0.0004, "learning_rate": 0.0014,
                    "min_learning_rate": 0.00014, "warmup_period_percent": 5.0}},
-        "5% linear warmup 0.0004 -> 0.0014, then cosine down to 0.00014",
+        "5% linear warmup to 0.0014, then cosine decay, in the base config's train.lr_schedule form: 'noisefloor' "
+        "(default) and 'book' from 0.0004 down to 0.00014, 'blog' (a blog train.json) from 1.4e-8 down to 0.00014",
     ),
     "weight-tying": ({"model": {"tie_weights": True}}, "output head shares the token-embedding matrix"),
     "fp32": ({"train": {"precision": "fp32"}}, "full float32: no AMP, no TF32"),

@@ -1,18 +1,26 @@
-"""Corpora, the fixed train/val/test split, and the window stream the trainer reads.
+"""Corpora, the train/val/test split, and the window stream the trainer reads.
 
 Sources (the `[train] data` key):
 - `builtin`: the Python Language Reference topics that ship inside every
   CPython (`pydoc_data.topics`): real English text, no network, no download.
 - a text file, or a folder of `.txt`/`.md`/`.rst` files (sorted by path);
-- a `.safetensors` file holding a 1-D uint16 tensor named `tokens`;
+- a `.safetensors` file holding a 1-D uint16 tensor named `tokens`, or a
+  `.npy` file holding a 1-D integer array;
 - llm.c token shards: a `.bin` file, a folder of them, or a glob
-  (256 int32 header, magic 20240520, version 1, then uint16 tokens).
+  (256 int32 header, magic 20240520, version 1, then uint16 tokens);
+- a dataset already split into files: a folder with `train.*` and `val.*` or
+  `validation.*` (and optionally `test.*`), each `.safetensors`, `.npy` or
+  `.bin` (nanoGPT's raw uint16 `train.bin`/`val.bin`, or llm.c shards): the
+  blog's `train.safetensors` + `validation.safetensors` is one.
 
-Documents are joined with `<|endoftext|>`. Whatever the source, the tokens are
-cached once as a `.npy` memmap keyed by (corpus hash, tokenizer), so a second
-run does not re-tokenise. The split is fixed: the first 90% of the token
-stream is train, the next 5% validation, the last 5% test. Windows are
-non-overlapping, `context_length` inputs with targets shifted by one token.
+Documents are joined with `<|endoftext|>`. Text is tokenised once and cached
+as a `.npy` memmap keyed by (corpus hash, tokenizer), so a second run does not
+re-tokenise. Splits a dataset comes with are used as given (llm.c's `*_val_*`
+shards are the validation split, never trained on; the test loss is taken on
+the validation split unless a test split is given). Otherwise the split is
+fixed: the first 90% of the token stream is train, the next 5% validation,
+the last 5% test. Windows are non-overlapping, `context_length` inputs with
+targets shifted by one token.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ SPLITS = {"train": (0.0, 0.90), "val": (0.90, 0.95), "test": (0.95, 1.0)}
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 LLMC_MAGIC = 20240520
 LLMC_HEADER_INTS = 256
+NANOGPT_FILES = ("train.bin", "val.bin")  # raw uint16 tokens, no header
+TOKEN_SUFFIXES = (".safetensors", ".npy", ".bin")
+SPLIT_STEMS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
+MAX_BUILTIN_EPOCHS = 100  # more passes over the small built-in corpus than this only measure memorisation
 
 
 def cache_dir() -> Path:
@@ -92,13 +104,19 @@ def _llmc_shards(spec: str) -> list[Path] | None:
     return None
 
 
+def _is_val_file(path: Path) -> bool:
+    """llm.c names its validation shards `*_val_*.bin` (or `*_val.bin`); nanoGPT `val.bin`."""
+    return path.stem in SPLIT_STEMS["val"] or "_val_" in path.name or path.stem.endswith("_val")
+
+
 def _read_llmc_shard(path: Path) -> np.ndarray:
     size = path.stat().st_size
     if size < LLMC_HEADER_INTS * 4:
         raise UserError(f"llm.c shard {path}: {size} bytes, shorter than its 1024-byte header")
     header = np.fromfile(path, dtype="<i4", count=LLMC_HEADER_INTS)
     if header[0] != LLMC_MAGIC:
-        raise UserError(f"llm.c shard {path}: magic number {header[0]}, expected {LLMC_MAGIC}")
+        raise UserError(f"llm.c shard {path}: magic number {header[0]}, expected {LLMC_MAGIC} "
+                        f"(nanoGPT's raw uint16 token files are read when named {' or '.join(NANOGPT_FILES)})")
     if header[1] != 1:
         raise UserError(f"llm.c shard {path}: version {header[1]} (only version 1, uint16 tokens, is supported)")
     count = int(header[2])
@@ -108,16 +126,72 @@ def _read_llmc_shard(path: Path) -> np.ndarray:
     return np.memmap(path, dtype="<u2", mode="r", offset=LLMC_HEADER_INTS * 4, shape=(count,))
 
 
+def _read_bin(path: Path) -> np.ndarray:
+    """An llm.c shard (by its magic number), or nanoGPT's headerless uint16 train.bin / val.bin."""
+    size = path.stat().st_size
+    magic = int(np.fromfile(path, dtype="<i4", count=1)[0]) if size >= 4 else None
+    if magic == LLMC_MAGIC or path.name not in NANOGPT_FILES:
+        return _read_llmc_shard(path)
+    if size == 0 or size % 2:
+        raise UserError(f"data file {path}: {size} bytes, not a whole number of tokens; nanoGPT's {path.name} "
+                        "holds raw uint16 tokens (2 bytes each)")
+    return np.memmap(path, dtype="<u2", mode="r")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise UserError(f"data file {path}: not a NumPy .npy array ({exc}); expected a 1-D array of token ids") from None
+    if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in "ui":
+        what = f"a {array.dtype} array of shape {list(array.shape)}" if isinstance(array, np.ndarray) else "an archive"
+        raise UserError(f"data file {path}: {what}; expected a 1-D integer array of token ids")
+    if array.dtype == np.dtype("<u2"):
+        return array
+    if len(array) and (int(array.min()) < 0 or int(array.max()) > 0xFFFF):
+        raise UserError(f"data file {path}: token ids from {int(array.min())} to {int(array.max())}, "
+                        "outside 0..65535 (GPT-2 ids fit in uint16)")
+    return array.astype("<u2")
+
+
 def _read_token_safetensors(path: Path) -> np.ndarray:
     from noisefloor.checkpoints import open_safetensors
 
     with open_safetensors(path) as st:
         info = st.tensors.get("tokens")
         if info is None:
-            raise UserError(f"data file {path}: no tensor named 'tokens' (found: {', '.join(sorted(st.tensors)) or 'none'})")
+            raise UserError(f"data file {path}: no tensor named 'tokens' (found: {', '.join(sorted(st.tensors)) or 'none'}); "
+                            "expected a 1-D uint16 tensor 'tokens' of token ids")
         if info.dtype != "U16" or len(info.shape) != 1:
             raise UserError(f"data file {path}: 'tokens' must be a 1-D uint16 tensor, got {info.dtype} {list(info.shape)}")
-        return np.frombuffer(st.tensor_bytes("tokens"), dtype="<u2").copy()
+        if not info.numel:
+            return np.empty(0, dtype="<u2")
+        # mapped, not read: the blog's train.safetensors holds billions of tokens
+        return np.memmap(path, dtype="<u2", mode="r", offset=st.data_start + info.begin, shape=(info.numel,))
+
+
+READERS = {".safetensors": _read_token_safetensors, ".npy": _read_npy, ".bin": _read_bin}
+
+
+def _split_files(folder: Path) -> dict[str, Path] | None:
+    """train.* and val.*/validation.* (and test.*) in a folder: the splits a dataset came with."""
+    found: dict[str, Path] = {}
+    for split, stems in SPLIT_STEMS.items():
+        for candidate in (folder / f"{stem}{suffix}" for stem in stems for suffix in TOKEN_SUFFIXES):
+            if candidate.is_file():
+                if split in found:
+                    raise UserError(f"data folder {folder}: both {found[split].name} and {candidate.name} "
+                                    f"hold the {split} split; keep one")
+                found[split] = candidate
+    if not found:
+        return None
+    missing = [name for name in ("train", "val") if name not in found]
+    if missing:
+        names = {"train": "train.*", "val": "val.* or validation.*"}
+        raise UserError(f"data folder {folder}: has {', '.join(p.name for p in found.values())} but no "
+                        f"{' and no '.join(names[m] for m in missing)}; a dataset split into files needs both "
+                        f"({', '.join(TOKEN_SUFFIXES)})")
+    return found
 
 
 # ---------------------------------------------------------------- corpus
@@ -125,14 +199,22 @@ def _read_token_safetensors(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A tokenised corpus: the whole token stream plus where it came from."""
+    """A tokenised corpus: the whole token stream plus where it came from.
+
+    `given` holds the splits a dataset came with (train, val, test); without
+    it the stream is cut 90/5/5.
+    """
 
     source: str
     corpus_hash: str
     tokenizer: str
     tokens: np.ndarray  # 1-D uint16, usually a read-only memmap
+    given: dict[str, np.ndarray] | None = None
+    given_files: dict[str, list[str]] | None = None
 
     def split(self, name: str) -> np.ndarray:
+        if self.given is not None:
+            return self.given[name]
         lo, hi = SPLITS[name]
         n = len(self.tokens)
         return self.tokens[int(n * lo) : int(n * hi)]
@@ -144,6 +226,7 @@ class Corpus:
             "tokenizer": self.tokenizer,
             "tokens": int(len(self.tokens)),
             "split": {name: int(len(self.split(name))) for name in SPLITS},
+            "split_files": self.given_files or "90/5/5 of the token stream",
         }
 
 
@@ -184,16 +267,25 @@ def load_corpus(data: str, vocab_size: int) -> Corpus:
         key = f"{corpus_hash[7:23]}-{tok_id}"
         return Corpus("builtin", corpus_hash, tok_id, _cached(key, lambda: _tokenize(documents, vocab_size)))
 
+    path = Path(data)
+    split_files = _split_files(path) if path.is_dir() else None
+    if split_files is not None:
+        split_files.setdefault("test", split_files["val"])
+        return _pretokenized(data, {name: [f] for name, f in split_files.items()}, vocab_size)
+
     shards = _llmc_shards(data)
     if shards is not None:
-        arrays = [_read_llmc_shard(p) for p in shards]
-        return _pretokenized(data, arrays, vocab_size)
+        val = [p for p in shards if _is_val_file(p)]
+        train = [p for p in shards if not _is_val_file(p)]
+        if val and not train:
+            raise UserError(f"data {data}: only validation shards ({val[0].name}…); add the *_train_* shards to train on")
+        return _pretokenized(data, {"train": train, "val": val, "test": val} if val else {"all": shards}, vocab_size)
 
-    path = Path(data)
     if not path.exists():
-        raise UserError(f"data not found: {data} (use 'builtin', a text file or folder, a .safetensors or llm.c .bin shards)")
-    if path.suffix == ".safetensors":
-        return _pretokenized(data, [_read_token_safetensors(path)], vocab_size)
+        raise UserError(f"data not found: {data} (use 'builtin', a text file or folder, token files (.safetensors, .npy, "
+                        ".bin) or a folder with train.* and val.* token files)")
+    if path.suffix in (".safetensors", ".npy"):
+        return _pretokenized(data, {"all": [path]}, vocab_size)
 
     files = _text_files(path)
     texts = [(str(f.relative_to(path)) if path.is_dir() else f.name, _read_text(f)) for f in files]
@@ -202,17 +294,33 @@ def load_corpus(data: str, vocab_size: int) -> Corpus:
     return Corpus(data, corpus_hash, tok_id, _cached(key, lambda: _tokenize([t for _, t in texts], vocab_size)))
 
 
-def _pretokenized(source: str, arrays: list[np.ndarray], vocab_size: int) -> Corpus:
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else ConcatenatedTokens(arrays)
+
+
+def _pretokenized(source: str, files: dict[str, list[Path]], vocab_size: int) -> Corpus:
+    """Token files as one stream ({"all": files}) or as the splits they came as ({"train", "val", "test"})."""
+    arrays: dict[Path, np.ndarray] = {}
     h = hashlib.sha256()
     top = -1
-    for array in arrays:
-        h.update(np.ascontiguousarray(array).view(np.uint8))
-        if len(array):
-            top = max(top, int(array.max()))
+    for name, paths in files.items():
+        if name != "all":
+            h.update(name.encode() + b"\0")
+        for path in paths:
+            if path not in arrays:
+                arrays[path] = READERS[path.suffix](path)
+                if len(arrays[path]):
+                    top = max(top, int(arrays[path].max()))
+            h.update(np.ascontiguousarray(arrays[path]).view(np.uint8))
     if top >= vocab_size:
         raise UserError(f"data {source}: holds token id {top}, but [model] vocab_size is {vocab_size}")
-    tokens = arrays[0] if len(arrays) == 1 else ConcatenatedTokens(arrays)
-    return Corpus(source, "sha256:" + h.hexdigest(), f"pretokenized(max id {top})", tokens)
+    tokens = _joined(list(arrays.values()))
+    tokenizer = f"pretokenized(max id {top})"
+    if "all" in files:
+        return Corpus(source, "sha256:" + h.hexdigest(), tokenizer, tokens)
+    given = {name: _joined([arrays[p] for p in paths]) for name, paths in files.items()}
+    names = {name: [p.name for p in paths] for name, paths in files.items()}
+    return Corpus(source, "sha256:" + h.hexdigest(), tokenizer, tokens, given, names)
 
 
 class ConcatenatedTokens:
@@ -318,13 +426,26 @@ class Data:
     test: Windows
 
 
-def prepare_data(config: "RunConfig") -> Data:
-    """The corpus and its three window sets for a run config (tokenising once, then from cache)."""
+def prepare_data(config: "RunConfig", training: bool = True) -> Data:
+    """The corpus and its three window sets for a run config (tokenising once, then from cache).
+
+    For training, a run that would pass over the small built-in corpus more than
+    MAX_BUILTIN_EPOCHS times (the 163M preset as shipped) is refused: it needs real data."""
     corpus = load_corpus(config.train.data, config.model.vocab_size)
     L, limit, source = config.model.context_length, config.train.eval_windows, config.train.data
-    return Data(
+    data = Data(
         corpus,
         Windows(corpus.split("train"), L, "train", source),
         Windows(corpus.split("val"), L, "val", source, limit),
         Windows(corpus.split("test"), L, "test", source, limit),
     )
+    if training and corpus.source == "builtin":
+        available = len(corpus.split("train"))
+        epochs = config.train.steps * config.tokens_per_step / available
+        if epochs > MAX_BUILTIN_EPOCHS:
+            raise UserError(
+                f"{config.train.steps} steps of {config.tokens_per_step:,} tokens would repeat the built-in corpus's "
+                f"{available:,} training tokens {epochs:,.0f} times; point train.data at real data, e.g. --set "
+                "train.data='fineweb10B/*.bin' (llm.c shards) or a folder with train.safetensors + validation.safetensors"
+            )
+    return data

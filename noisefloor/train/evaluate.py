@@ -73,8 +73,9 @@ def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Pa
     elif path.is_file():
         weights = path
         config_file = Path(config_path) if config_path else RunDir(path.parent).config
-        if not config_file.exists():
-            raise UserError(f"{path}: no config.json beside it; pass --config with the model's config")
+        if not config_path and not config_file.exists():
+            raise UserError(f"{path}: no config.json beside it; pass --config with the model's config (a file, "
+                            "a preset name or the blog's run folder)")
     else:
         raise UserError(f"not found: {path} (expected a run directory or a .safetensors file)")
     return config_module.load(config_file), weights
@@ -98,9 +99,31 @@ def evaluate(target: str, config_path: str | None = None, split: str = "test") -
     config, weights = resolve_weights(target, config_path)
     determinism.enable_deterministic_mode(config.train.threads)
     device = resolve_device(config.train.device)
-    data = prepare_data(config)
+    data = prepare_data(config, training=False)
     model = load_model(config, weights, device)
     windows = data.test if split == "test" else data.val
     loss = split_loss(model, windows, config.train.microbatch_size, device, config.train.precision)
     return {"weights": str(weights), "split": split, "loss": loss, "windows": len(windows),
             "tokens": len(windows) * config.model.context_length}
+
+
+EXPORT_FORMATS = ("book",)
+
+
+def export(target: str, to: str, out: str | None = None, config_path: str | None = None) -> Path:
+    """Write saved weights in another program's layout; 'book': the state dict of the book's GPTModel
+    (masks included), which `load_state_dict(..., strict=True)` accepts. Returns the file written."""
+    from noisefloor.errors import UserError
+    from noisefloor.train.model import book_state, build_model, load_state
+    from noisefloor.train.state import load_tensors, save_tensors
+
+    if to not in EXPORT_FORMATS:
+        raise UserError(f"--to {to}: unknown format (formats: {', '.join(EXPORT_FORMATS)})")
+    config, weights = resolve_weights(target, config_path)
+    destination = Path(out) if out else weights.with_name(f"{weights.stem}.{to}.safetensors")
+    if destination.resolve() == weights.resolve():
+        raise UserError(f"--out {destination}: that is the file being exported; choose another name")
+    model = build_model(config.model, config.train.init_seed)
+    load_state(model, load_tensors(weights), str(weights))
+    save_tensors(destination, book_state(model))
+    return destination

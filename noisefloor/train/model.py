@@ -4,7 +4,8 @@ Parameter names match the book's (`tok_emb`, `pos_emb`, `trf_blocks.{i}.att.W_qu
 `...ff.layers.{0,2}`, `...norm1.scale`, `final_norm`, `out_head`), so safetensors
 checkpoints from book-based trainers load directly. Attention runs through
 `F.scaled_dot_product_attention` (causal), so there is no `mask` buffer; book
-checkpoints that carry one load all the same.
+checkpoints that carry one load all the same, and `book_state` adds them back
+for the book's own `GPTModel`.
 """
 
 from __future__ import annotations
@@ -232,6 +233,20 @@ def export_state(model: GPTModel) -> dict[str, torch.Tensor]:
     return state
 
 
+def book_state(model: GPTModel) -> dict[str, torch.Tensor]:
+    """The state dict of the book's GPTModel for these weights: every parameter under its own name
+    (a tied matrix under both, as separate tensors) and each block's causal `att.mask` buffer, so
+    `GPTModel(cfg).load_state_dict(state, strict=True)` takes it."""
+    state = export_state(model)
+    if model.cfg.tie_weights:
+        state["out_head.weight"] = state["tok_emb.weight"].clone()
+    context = model.cfg.context_length
+    mask = torch.triu(torch.ones(context, context), diagonal=1)
+    for block in range(model.cfg.n_layers):
+        state[f"trf_blocks.{block}.att.mask"] = mask.clone()
+    return state
+
+
 def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load book-named tensors, checking names and shapes with a clear message."""
     tensors = {k: v for k, v in tensors.items() if not k.endswith(".att.mask")}
@@ -239,6 +254,9 @@ def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -
         if not torch.equal(tensors["out_head.weight"], tensors["tok_emb.weight"]):
             raise UserError(f"{source}: the config ties weights but out_head.weight differs from tok_emb.weight")
         tensors.pop("out_head.weight")
+    elif model.cfg.tie_weights and "out_head.weight" in tensors:
+        # safetensors.torch.save_model keeps one name of a shared tensor, the first in sorted order: out_head.weight
+        tensors["tok_emb.weight"] = tensors.pop("out_head.weight")
     expected = export_state(model)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))

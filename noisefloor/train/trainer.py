@@ -13,6 +13,7 @@ Run directory:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -79,15 +80,46 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def learning_rate(config: RunConfig, step: int) -> float:
-    """Constant, or linear warmup from initial_learning_rate then cosine to min_learning_rate."""
+    """Constant, or linear warmup then cosine decay in the form `lr_schedule` names:
+    'noisefloor' and 'book' from initial_learning_rate up to learning_rate and down to
+    min_learning_rate (the same curve, rounded as each computes it), 'blog' as the blog's trainer."""
     t = config.train
     if not t.schedule_learning_rate:
         return t.learning_rate
+    if t.lr_schedule == "blog":
+        return _blog_schedule(t.learning_rate, t.steps, t.warmup_period_percent)[step]
     warmup = int(t.warmup_period_percent / 100.0 * t.steps)
+    if t.lr_schedule == "book":  # appendix D: the increment first, the cosine's factors in its order
+        if step < warmup:
+            return t.initial_learning_rate + step * ((t.learning_rate - t.initial_learning_rate) / warmup)
+        progress = (step - warmup) / (t.steps - warmup)
+        return t.min_learning_rate + (t.learning_rate - t.min_learning_rate) * 0.5 * (1 + math.cos(math.pi * progress))
     if step < warmup:
         return t.initial_learning_rate + step * (t.learning_rate - t.initial_learning_rate) / warmup
     progress = (step - warmup) / max(1, t.steps - warmup)
     return t.min_learning_rate + 0.5 * (t.learning_rate - t.min_learning_rate) * (1.0 + math.cos(math.pi * progress))
+
+
+@functools.lru_cache(maxsize=4)
+def _blog_schedule(peak: float, steps: int, warmup_percent: float) -> tuple[float, ...]:
+    """The learning rate of every step as the blog's trainer sets it: torch's LinearLR (start factor 1e-5,
+    over (steps x percent) // 100 steps) then CosineAnnealingLR (floor peak / 10), chained by SequentialLR
+    and stepped after each optimizer step. torch updates these recursively, step by step, so this does the
+    same arithmetic in the same order (a closed form differs in the last bits); tests hold it to torch's."""
+    warmup = int((steps * warmup_percent) // 100)
+    start, end, floor, decay = 0.00001, 1.0, peak / 10, steps - warmup
+    lr = peak * start if warmup else peak
+    rates = [lr]
+    for epoch in range(1, steps):  # the scheduler's step count after `epoch` optimizer steps
+        if epoch < warmup:
+            lr = lr * (1.0 + (end - start) / (warmup * start + (epoch - 1) * (end - start)))
+        elif epoch == warmup:  # SequentialLR hands over at the milestone with the cosine's closed form at 0
+            lr = floor + (peak - floor) * (1 + math.cos(math.pi * 0 / decay)) / 2
+        else:
+            k = epoch - warmup
+            lr = (1 + math.cos(math.pi * k / decay)) / (1 + math.cos(math.pi * (k - 1) / decay)) * (lr - floor) + floor
+        rates.append(lr)
+    return tuple(rates)
 
 
 def _peak_memory(device: torch.device) -> dict[str, Any]:
