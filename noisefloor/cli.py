@@ -343,6 +343,7 @@ def _study_plan(kind: str, args: argparse.Namespace):
     resolved = resolve(request)
     if resolved.notice:
         print(f"noisefloor {kind}: {resolved.notice}", file=sys.stderr)
+    args.jobs = args.jobs or resolved.jobs
     if args.dry_run:
         _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
         return 0

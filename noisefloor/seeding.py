@@ -60,12 +60,12 @@ def train(train_seed: int | None) -> Any:
     """Re-seed the training loop from `train_seed` (None: leave the RNGs as they are) and return the
     `torch.Generator` for the data order: pass it to `DataLoader(..., generator=...)`, or to your own
     shuffling, never leave data order to the global RNG."""
+    if _init_seed is None:
+        raise RuntimeError("call seeding.init(init_seed) before building the model, then seeding.train(train_seed)")
     import torch
 
     from noisefloor.train import determinism
 
-    if _init_seed is None:
-        raise RuntimeError("call seeding.init(init_seed) before building the model, then seeding.train(train_seed)")
     if train_seed is not None:
         determinism.seed_everything(train_seed)
     generator = torch.Generator()

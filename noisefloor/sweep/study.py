@@ -10,10 +10,11 @@ the sweep store's (results.csv, sweep.json, runs/<run id>/) plus an optional
     init_seeds = [42, 22, 67]  # `sweep` without --init-seeds
     train_seeds = [23, 67]     # `reseed` without --train-seeds
     interventions = []         # what `sweep` runs beside the baseline
+    jobs = 2                   # optional: runs in parallel here when --jobs is absent
     command = "..."            # optional: the user's own program instead of `config`
 
     [interventions]
-    wd-0.05 = {"train.weight_decay" = 0.05}   # config overrides (noisefloor's trainer)
+    "wd-0.05" = {"train.weight_decay" = 0.05} # config overrides (noisefloor's trainer)
     qkv-bias = "--qkv-bias"                   # extra arguments (a command)
 
 The base config: --config, else the study file's, else the tiny-cpu preset
@@ -42,7 +43,7 @@ from noisefloor.sweep.store import SweepStore
 
 STUDY_FILE = "noisefloor.toml"
 DEFAULT_PRESET = "tiny-cpu"
-_STUDY_KEYS = {"config", "set", "init_seeds", "train_seeds", "interventions", "command"}
+_STUDY_KEYS = {"config", "set", "init_seeds", "train_seeds", "interventions", "jobs", "command"}
 # seconds a run costs beyond its arithmetic (process start, data, evaluation, files): measured by
 # benchmarks/sweep_overhead.py at about 1 s; the arithmetic rate is tiny-cpu's on one CPU core
 RUN_OVERHEAD_S = 1.0
@@ -73,11 +74,13 @@ train_seeds = [23, 67]
 # (grad-clip, no-dropout, qkv-bias, wd-0.01, lr-schedule, weight-tying, fp32;
 # combine with '+', e.g. "grad-clip+no-dropout") or defined below
 interventions = []
+# runs in parallel on this machine (default: cores / the config's threads; 1 for a command)
+# jobs = 2
 # your own training program instead of `config` (README, "Your own trainer"):
 # command = "python train.py --init-seed {{init_seed}} --train-seed {{train_seed}} --out {{run_dir}}"
 
 [interventions]
-# wd-0.05 = {{"train.weight_decay" = 0.05}}   # config overrides, for noisefloor's trainer
+# "wd-0.05" = {{"train.weight_decay" = 0.05}}   # config overrides, for noisefloor's trainer (quote a name with a dot)
 # qkv-bias = "--qkv-bias"                     # extra arguments, for `command`
 '''
 
@@ -91,6 +94,7 @@ class Study:
     init_seeds: list[int] | None = None
     train_seeds: list[int] | None = None
     interventions: list[str] = field(default_factory=list)
+    jobs: int | None = None
     config_interventions: dict[str, Overrides] = field(default_factory=dict)
     command_interventions: dict[str, str] = field(default_factory=dict)
 
@@ -149,6 +153,10 @@ def load_study(folder: str | Path) -> Study | None:
         raise UserError(f"{path} [study]: give config (noisefloor's trainer) or command (your own), not both")
     study.sets = _strings(table.get("set", []), f"{path} [study] set", '["train.steps=240"]')
     study.interventions = _strings(table.get("interventions", []), f"{path} [study] interventions", '["grad-clip"]')
+    if "jobs" in table:
+        if not isinstance(table["jobs"], int) or isinstance(table["jobs"], bool) or table["jobs"] < 1:
+            raise UserError(f"{path} [study]: jobs must be a whole number >= 1, e.g. jobs = 2")
+        study.jobs = table["jobs"]
     if "init_seeds" in table:
         study.init_seeds = _seeds(table["init_seeds"], f"{path} [study] init_seeds")
     if "train_seeds" in table:
@@ -184,6 +192,7 @@ class Resolved:
     plan: Plan
     out: Path
     notice: str | None  # one line: where the config came from, when the user did not say
+    jobs: int | None = None  # the study file's, when --jobs is absent
 
 
 def _base_config(request: Request, study: Study | None, folder: Path) -> tuple[RunConfig, str | None]:
@@ -253,8 +262,9 @@ def resolve(request: Request) -> Resolved:
     study = load_study(folder)
     name = folder.resolve().name or "study"
     template = request.command or (study.command if study and not request.config else None)
+    jobs = study.jobs if study else None
     if template:
-        return Resolved(_command_plan(request, study, template, name), folder, None)
+        return Resolved(_command_plan(request, study, template, name), folder, None, jobs)
     if request.argument_sets:
         raise UserError("--intervention NAME=ARGS is for --command; with noisefloor's trainer use "
                         "--interventions grad-clip,no-dropout (or define overrides in noisefloor.toml)")
@@ -268,7 +278,7 @@ def resolve(request: Request) -> Resolved:
         init_seeds = request.init_seeds or [base.train.init_seed]
         train_seeds = _seed_choice("reseed", request.train_seeds, study and study.train_seeds, "--train-seeds", "train_seeds", "23,67")
         interventions = request.interventions
-    return Resolved(from_base(base, interventions, init_seeds, train_seeds, name, registry), folder, notice)
+    return Resolved(from_base(base, interventions, init_seeds, train_seeds, name, registry), folder, notice, jobs)
 
 
 # ---------------------------------------------------------------- --dry-run
