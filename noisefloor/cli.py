@@ -259,7 +259,7 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a key of the base config (repeatable)")
     p.add_argument("--interventions", type=lambda s: [n.strip() for n in s.split(",") if n.strip()], default=[],
                    help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
-    p.add_argument("--command", dest="user_command", help="sweep your own program instead: a shell command with {init_seed}, {train_seed} "
+    p.add_argument("--command", dest="user_command", metavar="CMD", help="sweep your own program instead: a shell command with {init_seed}, {train_seed} "
                                      "and {run_dir}, reporting through {run_dir}/result.json (README: Your own trainer)")
     p.add_argument("--intervention", dest="argument_sets", action="append", default=[], metavar="NAME=ARGS",
                    help="with --command: an intervention as extra arguments, e.g. 'qkv-bias=--qkv-bias' (repeatable)")
@@ -355,7 +355,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from noisefloor.sweep import spec
 
     if args.spec:
-        if (args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides or args.command
+        if (args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides or args.user_command
                 or args.argument_sets):
             raise UserError("a spec file describes the whole sweep; drop --config/--init-seeds/--train-seeds/"
                             "--interventions/--set/--command/--intervention")
@@ -393,7 +393,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _status_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", help="a sweep folder")
+    p.add_argument("sweep", nargs="?", default=".", help="a sweep (study) folder (default: the current folder)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

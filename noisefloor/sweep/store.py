@@ -1,9 +1,10 @@
-"""A sweep folder: the plan, the run directories, and `results.csv`.
+"""A sweep (study) folder: the plan, the run directories, and `results.csv`.
 
     SWEEP/
-      sweep.json      every planned run: id, intervention, seeds, resolved config
+      noisefloor.toml optional study file (sweep/study.py)
+      sweep.json      every planned run: id, intervention, seeds, resolved config (or a user's command)
       results.csv     one row per planned run, rewritten atomically after each run
-      runs/<run>/     the trainer's run directories
+      runs/<run>/     the run directories (noisefloor's trainer, or a user's command: sweep/command.py)
       logs/           slurm logs (slurm executor)
 
 Commands add to a sweep folder: a `reseed` into the folder of an earlier
@@ -78,7 +79,7 @@ class SweepStore:
             if other is not None and other.config != run.config:
                 raise UserError(
                     f"{self.path} already has a {run.intervention} run at init seed {run.init_seed}, train seed "
-                    f"{run.train_seed} with another config; use another --out for another base config"
+                    f"{run.train_seed} with another config; use another folder (--out DIR) for another base config"
                 )
             twin = by_config.get(run.config.digest())
             if twin is not None and twin.intervention != run.intervention:
