@@ -125,3 +125,20 @@ def test_seeding_imports_without_torch_and_wants_init_first():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert "call seeding.init(init_seed) before" in done.stdout
+
+
+def test_a_study_file_can_name_the_command_and_its_interventions(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "noisefloor.toml").write_text(
+        '[study]\ncommand = "python train.py --init-seed {init_seed} --train-seed {train_seed} --out {run_dir}"\n'
+        'init_seeds = [42, 22]\ntrain_seeds = [23, 67]\ninterventions = ["qkv-bias"]\n'
+        '[interventions]\nqkv-bias = "--qkv-bias"\n')
+    code, stdout, err = run_cli(capsys, "sweep", "--dry-run")
+    assert code == 0 and err == "" and "4 runs planned" in stdout and stdout.count("qkv-bias_") == 2
+    assert "time unknown until a run finishes" in stdout
+    code, stdout, _ = run_cli(capsys, "reseed", "--dry-run")  # the training-loop floor: baseline, init seed 42
+    assert code == 0 and "init 42  train 23" in stdout and "init 42  train 67" in stdout and "qkv-bias" not in stdout
+    from noisefloor.sweep.study import Request, resolve
+
+    (run,) = [r for r in resolve(Request("sweep")).plan.runs if r.intervention == "qkv-bias" and r.init_seed == 22]
+    assert run.config.command("/s/runs/x") == "python train.py --init-seed 22 --train-seed none --out /s/runs/x --qkv-bias"

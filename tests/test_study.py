@@ -32,6 +32,9 @@ def test_the_four_commands_as_written_end_with_verdicts(tmp_path, monkeypatch, c
     identical = rows["baseline", "42", ""]["final_digest"] == rows["grad-clip", "42", ""]["final_digest"]
     assert (code, "IDENTICAL" in stdout) == ((0, True) if identical else (1, False))
 
+    code, stdout, _ = run_cli(capsys, "status", "--json")  # the current folder is the study
+    assert code == 0 and [r["status"] for r in json.loads(stdout)["runs"]] == ["done"] * 8
+
     code, stdout, _ = run_cli(capsys, "classify", "results.csv")
     assert code == 0 and "Interventions: verdict by the 3-SD rule" in stdout
     verdict_line = next(line for line in stdout.splitlines() if line.strip().startswith("grad-clip"))

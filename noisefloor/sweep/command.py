@@ -54,7 +54,7 @@ def _tail(path: Path, lines: int) -> list[str]:
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return [line for line in deque(text.splitlines(), maxlen=lines)]
+    return list(deque(text.splitlines(), maxlen=lines))
 
 
 def constant_tensors(path: Path) -> list[str]:
