@@ -142,3 +142,33 @@ def test_a_study_file_can_name_the_command_and_its_interventions(tmp_path, monke
 
     (run,) = [r for r in resolve(Request("sweep")).plan.runs if r.intervention == "qkv-bias" and r.init_seed == 22]
     assert run.config.command("/s/runs/x") == "python train.py --init-seed 22 --train-seed none --out /s/runs/x --qkv-bias"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killing_the_runner_stops_the_commands_it_started(tmp_path):
+    import os
+    import signal
+    import time
+
+    command = "sleep 60 & echo $! > {run_dir}/sleeper; wait  # {init_seed}"
+    runner = subprocess.Popen([sys.executable, "-m", "noisefloor", "sweep", "--command", command, "--init-seeds", "1",
+                               "--out", str(tmp_path), "--quiet"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("runs/*/sleeper")) or not list(tmp_path.glob("runs/*/sleeper"))[0].read_text().strip():
+        assert time.time() < deadline and runner.poll() is None, "the command never started"
+        time.sleep(0.05)
+    sleeper = int(list(tmp_path.glob("runs/*/sleeper"))[0].read_text())
+    assert _alive(sleeper)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    deadline = time.time() + 10
+    while _alive(sleeper) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(sleeper), "a command outlived the runner that started it"

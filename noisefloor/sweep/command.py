@@ -44,6 +44,16 @@ OUTPUT_LOG = "output.log"
 TAIL_LINES = 20  # kept in result.json
 ERROR_TAIL_LINES = 3  # appended to the error column
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL
+# The shell around the user's command: when the worker dies (a killed runner), the kernel sends it
+# SIGTERM and it passes that on to everything the command started (its own process group), so no
+# orphan keeps writing into the run directory. The command stands on its own lines (a trailing
+# comment in it comments out nothing of ours).
+GUARD = """trap 'trap - TERM; kill -TERM 0' TERM
+{{
+{command}
+}} &
+wait $!
+"""
 
 
 def _tail(path: Path, lines: int) -> list[str]:
@@ -114,9 +124,9 @@ def execute_command(run_dir: str, config: dict[str, Any], time_limit_s: float | 
         log = run.path / OUTPUT_LOG
         began = time.monotonic()
         with open(log, "wb") as output:
-            process = subprocess.Popen(["/bin/sh", "-c", spec.command(str(run.path))], stdin=subprocess.DEVNULL,
-                                       stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=die_with_parent)
+            process = subprocess.Popen(["/bin/sh", "-c", GUARD.format(command=spec.command(str(run.path)))],
+                                       stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=lambda: die_with_parent(signal.SIGTERM))
             error = None
             try:
                 code = process.wait(timeout=time_limit_s)
