@@ -259,8 +259,9 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a key of the base config (repeatable)")
     p.add_argument("--interventions", type=lambda s: [n.strip() for n in s.split(",") if n.strip()], default=[],
                    help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
-    p.add_argument("--command", dest="user_command", metavar="CMD", help="sweep your own program instead: a shell command with {init_seed}, {train_seed} "
-                                     "and {run_dir}, reporting through {run_dir}/result.json (README: Your own trainer)")
+    p.add_argument("--command", dest="user_command", metavar="CMD",
+                   help="sweep your own program instead: a shell command with {init_seed}, {train_seed} and {run_dir}, "
+                        "reporting through {run_dir}/result.json (README: your own trainer)")
     p.add_argument("--intervention", dest="argument_sets", action="append", default=[], metavar="NAME=ARGS",
                    help="with --command: an intervention as extra arguments, e.g. 'qkv-bias=--qkv-bias' (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, which exist, estimated time); train nothing")
@@ -330,8 +331,12 @@ def _print_dry_run(resolved, jobs: int) -> None:
         when = "unknown" if line.seconds is None else f"{line.seconds:,.0f} s{'' if line.measured else ' (estimated)'}"
         print(f"  {line.run_id}  {line.intervention}  init {line.init_seed}  train {train}  {line.status}  {when}")
     known = [line.seconds for line in todo if line.seconds is not None]
-    total = f"about {max(sum(known) / jobs, max(known, default=0)) / 60:,.1f} min at {jobs} job(s) on CPU" if known and len(known) == len(todo) \
-        else "time unknown until a run finishes" if todo else "nothing to train"
+    if not todo:
+        total = "nothing to train"
+    elif len(known) < len(todo):
+        total = "time unknown until a run finishes"
+    else:
+        total = f"about {max(sum(known) / jobs, max(known)) / 60:,.1f} min at {jobs} job(s) on CPU"
     print(f"{resolved.out}: {len(lines)} runs planned, {len(lines) - len(todo)} done, {len(todo)} to run; {total}")
 
 
