@@ -17,7 +17,7 @@ from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-ORDER = ("demo", "train", "eval", "export", "smoke", "sweep", "reseed", "status", "classify", "report",
+ORDER = ("demo", "init", "train", "eval", "export", "smoke", "sweep", "reseed", "status", "classify", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
@@ -45,6 +45,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text}")
     return value
 
 
@@ -259,38 +269,44 @@ def _smoke(args: argparse.Namespace) -> int:
 
 
 def _executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="the study folder (default: the current folder): results.csv, sweep.json, runs/<run>/")
+    p.add_argument("--config", help="base run config, a file or a preset (default: noisefloor.toml's, else tiny-cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the base config (repeatable)")
     p.add_argument("--interventions", type=lambda s: [n.strip() for n in s.split(",") if n.strip()], default=[],
                    help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
-    p.add_argument("--jobs", type=_positive_int, help="runs in parallel (default: cores / threads per run, or one per GPU)")
+    p.add_argument("--command", dest="user_command", metavar="CMD",
+                   help="sweep your own program instead: a shell command with {init_seed}, {train_seed} and {run_dir}, "
+                        "reporting through {run_dir}/result.json (README: your own trainer)")
+    p.add_argument("--intervention", dest="argument_sets", action="append", default=[], metavar="NAME=ARGS",
+                   help="with --command: an intervention as extra arguments, e.g. 'qkv-bias=--qkv-bias' (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs, which exist, estimated time); train nothing")
+    p.add_argument("--jobs", type=_positive_int, help="runs in parallel (default: cores / threads per run, or one per GPU; "
+                                                     "one at a time for --command)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
     p.add_argument("--partition", help="slurm partition")
     p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (default 0)")
-    p.add_argument("--time", type=int, default=60, metavar="MINUTES", help="slurm: time limit per run (default 60)")
+    p.add_argument("--time", type=_minutes, default=60, metavar="MINUTES",
+                   help="time limit per run: Slurm's, and a --command run's anywhere (default 60)")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again (from their last checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no live view")
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", nargs="?", help="a sweep spec file (seedsweeps/*.toml); or use --config and seed flags")
-    p.add_argument("--config", help="base run config (flag mode)")
-    p.add_argument("--init-seeds", type=_seed_list, help="weight-init seeds, e.g. 42,22,67")
+    p.add_argument("spec", nargs="?", help="a sweep spec file (seedsweeps/*.toml); or give seeds (and optionally --config)")
+    p.add_argument("--init-seeds", type=_seed_list, help="weight-init seeds, e.g. 42,22,67 (default: noisefloor.toml's)")
     p.add_argument("--train-seeds", type=_seed_list, help="training re-seeds crossed with every init seed (default: no re-seed)")
-    p.add_argument("--out", help="sweep folder (default with a spec: sweeps/<spec name>)")
     _executor_arguments(p)
 
 
 def _reseed_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="base run config")
-    p.add_argument("--init-seed", "--init-seeds", dest="init_seeds", type=_seed_list, required=True,
-                   help="the pinned init seed (or several, for a crossed grid)")
-    p.add_argument("--train-seeds", type=_seed_list, required=True, help="training re-seeds, e.g. 23,67")
-    p.add_argument("--out", required=True, help="sweep folder (may be the folder of an earlier sweep)")
+    p.add_argument("--init-seed", "--init-seeds", dest="init_seeds", type=_seed_list,
+                   help="the pinned init seed, or several for a crossed grid (default: the config's train.init_seed, 42)")
+    p.add_argument("--train-seeds", type=_seed_list, help="training re-seeds, e.g. 23,67 (default: noisefloor.toml's)")
     _executor_arguments(p)
 
 
-def _run_plan(plan, out: str, args: argparse.Namespace) -> int:
+def _run_plan(plan, out, args: argparse.Namespace) -> int:
     from noisefloor.report.live import SweepView
     from noisefloor.sweep.runner import SweepOptions, run_sweep
 
@@ -317,7 +333,42 @@ def _print_sweep_summary(summary) -> None:
     for record in summary.records:
         if record.status in ("failed", "diverged"):
             print(f"  {record.planned.run_id}: {record.status} — {(record.result or {}).get('error')}")
-    print(f"results: {summary.path / 'results.csv'}   next: noisefloor classify {summary.path}")
+    results = summary.path / "results.csv"
+    print(f"results: {results}   next: noisefloor classify {results}")
+
+
+def _print_dry_run(resolved, jobs: int) -> None:
+    from noisefloor.sweep.study import describe
+
+    lines = describe(resolved)
+    todo = [line for line in lines if line.status != "done"]
+    for line in lines:
+        train = "none" if line.train_seed is None else line.train_seed
+        when = "unknown" if line.seconds is None else f"{line.seconds:,.0f} s{'' if line.measured else ' (estimated)'}"
+        print(f"  {line.run_id}  {line.intervention}  init {line.init_seed}  train {train}  {line.status}  {when}")
+    known = [line.seconds for line in todo if line.seconds is not None]
+    if not todo:
+        total = "nothing to train"
+    elif len(known) < len(todo):
+        total = "time unknown until a run finishes"
+    else:
+        total = f"about {max(sum(known) / jobs, max(known)) / 60:,.1f} min at {jobs} job(s) on CPU"
+    print(f"{resolved.out}: {len(lines)} runs planned, {len(lines) - len(todo)} done, {len(todo)} to run; {total}")
+
+
+def _study_plan(kind: str, args: argparse.Namespace):
+    from noisefloor.sweep.study import Request, default_jobs, resolve
+
+    request = Request(kind, args.out, args.config, args.overrides, args.interventions, args.argument_sets,
+                      args.user_command, args.init_seeds, args.train_seeds)
+    resolved = resolve(request)
+    if resolved.notice:
+        print(f"noisefloor {kind}: {resolved.notice}", file=sys.stderr)
+    args.jobs = args.jobs or resolved.jobs
+    if args.dry_run:
+        _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
+        return 0
+    return _run_plan(resolved.plan, resolved.out, args)
 
 
 @command("sweep", "train the baseline and interventions at several init seeds (or a spec file's experiments)", _sweep_arguments)
@@ -325,30 +376,45 @@ def _sweep(args: argparse.Namespace) -> int:
     from noisefloor.sweep import spec
 
     if args.spec:
-        if args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides:
-            raise UserError("a spec file describes the whole sweep; drop --config/--init-seeds/--train-seeds/--interventions/--set")
+        if (args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides or args.user_command
+                or args.argument_sets):
+            raise UserError("a spec file describes the whole sweep; drop --config/--init-seeds/--train-seeds/"
+                            "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
         out = args.out or f"sweeps/{plan.name}"
-    else:
-        if not args.config or not args.init_seeds:
-            raise UserError("give a spec file, or --config and --init-seeds (e.g. --init-seeds 42,22,67)")
-        if not args.out:
-            raise UserError("--out is required with --config (e.g. --out sweeps/noise-floor)")
-        plan = spec.from_flags(args.config, args.overrides, args.interventions, args.init_seeds, args.train_seeds, args.out)
-        out = args.out
-    return _run_plan(plan, out, args)
+        if args.dry_run:
+            from pathlib import Path
+
+            from noisefloor.sweep.study import Resolved, default_jobs
+
+            _print_dry_run(Resolved(plan, Path(out), None), args.jobs or default_jobs(plan))
+            return 0
+        return _run_plan(plan, out, args)
+    return _study_plan("sweep", args)
 
 
 @command("reseed", "pin the init seed and re-seed the training loop with each train seed", _reseed_arguments)
 def _reseed(args: argparse.Namespace) -> int:
-    from noisefloor.sweep import spec
+    return _study_plan("reseed", args)
 
-    plan = spec.from_flags(args.config, args.overrides, args.interventions, args.init_seeds, args.train_seeds, args.out)
-    return _run_plan(plan, args.out, args)
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=".", help="the study folder (default: the current folder)")
+    p.add_argument("--config", default="tiny-cpu", help="the base config it names (default: tiny-cpu)")
+
+
+@command("init", "write a commented noisefloor.toml: this folder's base config, seeds and interventions", _init_arguments)
+def _init(args: argparse.Namespace) -> int:
+    from noisefloor.sweep.study import write_template
+
+    written = write_template(args.out, args.config)
+    print(f"wrote {written}: edit it, then `noisefloor sweep` and `noisefloor reseed` here use it "
+          "(`noisefloor sweep --dry-run` shows the plan)")
+    return 0
 
 
 def _status_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", help="a sweep folder")
+    p.add_argument("sweep", nargs="?", default=".", help="a sweep (study) folder (default: the current folder)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -368,7 +434,7 @@ def _status(args: argparse.Namespace) -> int:
         line = last_training_line(RunDir(store.run_dir(run)).metrics) or {}
         rows.append({"run": run.run_id, "intervention": run.intervention, "init_seed": run.init_seed,
                      "train_seed": run.train_seed, "status": record.status, "step": line.get("step", 0),
-                     "steps": run.config.train.steps, "test_loss": result.get("test_loss"), "error": result.get("error")})
+                     "steps": run.steps, "test_loss": result.get("test_loss"), "error": result.get("error")})
     if args.json:
         print(json.dumps({"sweep": str(store.path), "runs": rows}, indent=2))
         return 0
@@ -380,7 +446,7 @@ def _status(args: argparse.Namespace) -> int:
         table.add_column(column)
     for r in rows:
         loss = f"{r['test_loss']:.6f}" if r["test_loss"] is not None else ""
-        table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps']}", loss, r["error"] or "")
+        table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps'] or '?'}", loss, r["error"] or "")
     _console().print(table)
     return 0
 

@@ -6,8 +6,8 @@ import ctypes
 import signal
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux PR_SET_PDEATHSIG).
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` (SIGKILL) to this process when its parent dies (Linux PR_SET_PDEATHSIG).
 
     A killed sweep runner then leaves no worker, and no DDP rank, training
     into its folder behind its back; the interrupted run resumes on the next
@@ -15,6 +15,6 @@ def die_with_parent() -> None:
     """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)
+        libc.prctl(1, sig)
     except OSError:
         pass

@@ -64,7 +64,7 @@ class SweepView:
         if kind == "plan":
             for record in event["records"]:
                 run_id = record.planned.run_id
-                self.steps[run_id] = record.planned.config.train.steps
+                self.steps[run_id] = record.planned.steps or "?"
                 self.status[run_id] = "queued" if run_id in event["todo"] else record.status
             self.total = len(event["records"])
             if self.live is None:

@@ -1,7 +1,8 @@
 """Where runs execute: a local pool of worker processes, or Slurm through submitit.
 
 Both call `execute_run` on a run directory, so a run is the same files and
-the same bits whichever executor trained it.
+the same bits whichever executor trained it; a user's command (sweep/command.py)
+goes through the same path.
 
 Local workers are long-lived spawned processes: torch is imported once per
 worker, not once per run. They die with the runner (PR_SET_PDEATHSIG), so a
@@ -11,6 +12,7 @@ interrupted run resumes from its last checkpoint on the next invocation.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -30,14 +32,20 @@ Task = tuple[str, str, dict[str, Any]]
 Observer = Callable[[dict[str, Any]], None]
 
 
-def execute_run(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Train, resume or return one run. A run's own failure becomes a `failed` result.json, not an exception."""
-    from noisefloor.config import from_dict
+def execute_run(run_dir: str, config: dict[str, Any], time_limit_s: float | None = None) -> dict[str, Any]:
+    """Train, resume or return one run (or run a user's command, stopped after `time_limit_s`).
+    A run's own failure becomes a `failed` result.json, not an exception."""
     from noisefloor.rundir import RunLocked
-    from noisefloor.train import trainer
 
     run = RunDir(Path(run_dir))
     try:
+        if "command" in config:  # a user's program: no torch in this process
+            from noisefloor.sweep.command import execute_command
+
+            return execute_command(run_dir, config, time_limit_s)
+        from noisefloor.config import from_dict
+        from noisefloor.train import trainer
+
         if run.config.exists():
             return trainer.resume(run.path)
         return trainer.train(from_dict(config, "sweep.json"), run.path)
@@ -61,7 +69,7 @@ def failed_result(run_dir: str, message: str, **details: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- local pool
 
 
-def _worker_main(connection, env: dict[str, str]) -> None:
+def _worker_main(connection, env: dict[str, str], time_limit_s: float | None) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides how an interrupt ends
     os.environ.update(env)
@@ -70,7 +78,7 @@ def _worker_main(connection, env: dict[str, str]) -> None:
         if task is None:
             return
         run_id, run_dir, config = task
-        connection.send((run_id, execute_run(run_dir, config)))
+        connection.send((run_id, execute_run(run_dir, config, time_limit_s)))
 
 
 @dataclass
@@ -81,15 +89,22 @@ class _Worker:
     task: Task | None = None
 
 
+def _world_size(config: dict[str, Any]) -> int:
+    return config["train"]["world_size"] if "train" in config else 1  # a user's command is one process to us
+
+
 class LocalExecutor:
     """`jobs` worker processes; with `gpus`, one worker per GPU (CUDA_VISIBLE_DEVICES).
 
     A run with world_size > 1 is trained by torchrun, after the pool's runs.
+    `threads` None leaves the thread count to the runs (a user's command); a
+    user's command is stopped after `time_limit_s`.
     """
 
-    def __init__(self, jobs: int, threads: int, gpus: list[str] | None = None):
+    def __init__(self, jobs: int, threads: int | None, gpus: list[str] | None = None, time_limit_s: float | None = None):
         self.jobs = len(gpus) if gpus else jobs
-        thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.time_limit_s = time_limit_s
+        thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
         self.envs = [{**thread_env, **({"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else {})} for i in range(self.jobs)]
 
     def _start(self, env: dict[str, str]) -> _Worker:
@@ -97,17 +112,17 @@ class LocalExecutor:
 
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        process = context.Process(target=_worker_main, args=(child, env), daemon=True)
+        process = context.Process(target=_worker_main, args=(child, env, self.time_limit_s), daemon=True)
         process.start()
         child.close()
         return _Worker(process, parent, env)
 
     def run(self, tasks: list[Task], observer: Observer, tick: Callable[[], None] = lambda: None) -> None:
         """Single-process runs in the pool; DDP runs after them, one at a time, each with every GPU (torchrun)."""
-        single = [task for task in tasks if task[2]["train"]["world_size"] == 1]
+        single = [task for task in tasks if _world_size(task[2]) == 1]
         if single:
             self._run_pool(single, observer, tick)
-        for run_id, run_dir, config in (task for task in tasks if task[2]["train"]["world_size"] > 1):
+        for run_id, run_dir, config in (task for task in tasks if _world_size(task[2]) > 1):
             observer({"event": "started", "run": run_id})
             observer({"event": "finished", "run": run_id, "result": execute_run(run_dir, config)})
 
@@ -169,7 +184,7 @@ class LocalExecutor:
 class SlurmExecutor:
     """Job arrays through submitit. `cluster="local"` runs the same submission path on this machine."""
 
-    def __init__(self, folder: Path, partition: str | None, gpus_per_run: int, time_minutes: int, threads: int,
+    def __init__(self, folder: Path, partition: str | None, gpus_per_run: int, time_minutes: float, threads: int | None,
                  max_parallel: int, cluster: str | None = None):
         self.folder = folder
         self.partition = partition
@@ -183,14 +198,16 @@ class SlurmExecutor:
         import submitit
 
         executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
-        parameters: dict[str, Any] = {"timeout_min": self.time_minutes, "cpus_per_task": self.threads,
+        parameters: dict[str, Any] = {"timeout_min": math.ceil(self.time_minutes), "cpus_per_task": self.threads or 1,
                                       "name": "noisefloor", "slurm_array_parallelism": self.max_parallel}
         if self.gpus_per_run:
             parameters["gpus_per_node"] = self.gpus_per_run
         if self.partition:
             parameters["slurm_partition"] = self.partition
         executor.update_parameters(**parameters)
-        jobs = executor.map_array(execute_run, [t[1] for t in tasks], [t[2] for t in tasks])
+        # a user's command stops a little before Slurm's limit, so its failure carries its own output
+        limit = [max(1.0, self.time_minutes * 60 - 30)] * len(tasks)
+        jobs = executor.map_array(execute_run, [t[1] for t in tasks], [t[2] for t in tasks], limit)
         waiting = dict(zip(jobs, tasks))
         for task in tasks:
             observer({"event": "started", "run": task[0]})

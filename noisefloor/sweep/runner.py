@@ -11,7 +11,7 @@ from typing import Any, Callable
 from noisefloor import atomic
 from noisefloor.errors import UserError
 from noisefloor.sweep.executors import LocalExecutor, SlurmExecutor
-from noisefloor.sweep.spec import Plan
+from noisefloor.sweep.spec import CommandRun, Plan
 from noisefloor.sweep.store import RunRecord, SweepStore
 
 
@@ -22,7 +22,7 @@ class SweepOptions:
     retry_failed: bool = False
     partition: str | None = None
     gpus_per_run: int = 0
-    time_minutes: int = 60
+    time_minutes: float = 60  # Slurm's limit per run; a user's command is stopped after it locally too
     cluster: str | None = None  # submitit cluster: None = auto (slurm when available), "local" for tests
 
 
@@ -46,7 +46,7 @@ def _validate_data(plan: Plan) -> None:
     from noisefloor.train.data import prepare_data
 
     seen = set()
-    for run in plan.runs:
+    for run in _trainer_runs(plan.runs):
         m, t = run.config.model, run.config.train
         key = (t.data, m.vocab_size, m.context_length, t.eval_windows)
         if key not in seen:
@@ -54,17 +54,28 @@ def _validate_data(plan: Plan) -> None:
             prepare_data(run.config)
 
 
+def _trainer_runs(runs):
+    return [r for r in runs if not isinstance(r.config, CommandRun)]
+
+
+def _threads(runs) -> int | None:
+    """Threads per run of noisefloor's trainer; None when only user commands run (their program decides)."""
+    return max((r.config.train.threads for r in _trainer_runs(runs)), default=None)
+
+
 def default_jobs(plan: Plan) -> tuple[int, list[str] | None]:
-    """One run per GPU on a GPU machine; otherwise as many runs as the cores allow at the configs' thread count."""
+    """One run per GPU on a GPU machine; otherwise as many runs as the cores allow at the configs' thread count.
+    A user's command runs one at a time: it may use every core or the GPU itself."""
+    if not _trainer_runs(plan.runs):
+        return 1, None
     import torch
 
-    wants_gpu = any(r.config.train.device in ("auto", "cuda") for r in plan.runs)
+    wants_gpu = any(r.config.train.device in ("auto", "cuda") for r in _trainer_runs(plan.runs))
     if wants_gpu and torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = [g.strip() for g in visible.split(",")] if visible else [str(i) for i in range(torch.cuda.device_count())]
         return len(gpus), gpus
-    threads = max(r.config.train.threads for r in plan.runs)
-    return max(1, (os.cpu_count() or 1) // threads), None
+    return max(1, (os.cpu_count() or 1) // _threads(plan.runs)), None
 
 
 def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
@@ -93,7 +104,7 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
     observer({"event": "plan", "plan": merged, "records": records, "todo": [r.run_id for r in todo]})
     if todo:
         tasks = [(r.run_id, str(store.run_dir(r)), r.config.to_dict()) for r in todo]
-        threads = max(r.config.train.threads for r in todo)
+        threads = _threads(todo)
         if options.executor == "slurm":
             executor = SlurmExecutor(store.path / "logs", options.partition, options.gpus_per_run, options.time_minutes,
                                      threads, options.jobs or len(tasks), options.cluster)
@@ -102,7 +113,7 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
             if options.jobs:
                 jobs = options.jobs
                 gpus = [gpus[i % len(gpus)] for i in range(jobs)] if gpus else None
-            executor = LocalExecutor(jobs, threads, gpus)
+            executor = LocalExecutor(jobs, threads, gpus, options.time_minutes * 60)
 
         position = {record.planned.run_id: i for i, record in enumerate(records)}
 

@@ -22,8 +22,12 @@ The whole plan is validated before anything runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shlex
+import string
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,12 +38,68 @@ from noisefloor.presets import PRESETS
 from noisefloor.sweep.interventions import BASELINE, Registry, parse_overrides
 
 
+PLACEHOLDERS = ("init_seed", "train_seed", "run_dir")
+NO_RESEED_ARGUMENT = "none"  # what {train_seed} becomes when the training loop is not re-seeded
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """A run of the user's own program: `template` with its placeholders filled in, then `arguments`
+    (the intervention's; empty for the baseline). Its identity is the command it runs."""
+
+    template: str
+    arguments: str
+    init_seed: int
+    train_seed: int | None
+
+    def command(self, run_dir: str) -> str:
+        """The shell command line, each placeholder's value shell-quoted."""
+        train = NO_RESEED_ARGUMENT if self.train_seed is None else str(self.train_seed)
+        filled = self.template.format(init_seed=self.init_seed, train_seed=train, run_dir=shlex.quote(run_dir))
+        return f"{filled} {self.arguments}".rstrip()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": asdict(self)}
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_template(template: str, train_seeds: list[int] | None) -> None:
+    """A --command must name where it reports ({run_dir}) and the seeds it is swept over."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise UserError(f"--command {template!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = sorted(names - set(PLACEHOLDERS))
+    if unknown:
+        raise UserError(f"--command: unknown placeholder {{{unknown[0]}}} (placeholders: {{init_seed}}, {{train_seed}}, {{run_dir}})")
+    needed = ["run_dir", "init_seed"] + (["train_seed"] if train_seeds else [])
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise UserError(f"--command must pass {{{missing[0]}}} to your program, e.g. "
+                        "--command 'python train.py --init-seed {init_seed} --train-seed {train_seed} --out {run_dir}'")
+
+
+def config_from_dict(raw: Any, source: str) -> "RunConfig | CommandRun":
+    """A planned run's config as sweep.json stores it: noisefloor's run config, or a user's command."""
+    if isinstance(raw, Mapping) and "command" in raw:
+        return CommandRun(**raw["command"])
+    return config_module.from_dict(raw, source)
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     intervention: str
     init_seed: int
     train_seed: int | None
-    config: RunConfig
+    config: RunConfig | CommandRun
+
+    @property
+    def steps(self) -> int | None:
+        """Optimizer steps of a noisefloor run; None for a user's command (its program decides)."""
+        return self.config.train.steps if isinstance(self.config, RunConfig) else None
 
     @property
     def run_id(self) -> str:
@@ -82,11 +142,34 @@ def expand(base: RunConfig, registry: Registry, interventions: list[str], init_s
 
 
 def from_flags(config_path: str | None, overrides: list[str], interventions: list[str], init_seeds: list[int],
-               train_seeds: list[int] | None, name: str) -> Plan:
+               train_seeds: list[int] | None, name: str, registry: Registry | None = None) -> Plan:
     base = config_module.load(config_path, overrides)
+    return from_base(base, interventions, init_seeds, train_seeds, name, registry)
+
+
+def from_base(base: RunConfig, interventions: list[str], init_seeds: list[int], train_seeds: list[int] | None,
+              name: str, registry: Registry | None = None) -> Plan:
     names = [BASELINE] + [n for n in interventions if n != BASELINE]
     plan = Plan(name)
-    expand(base, Registry(), names, init_seeds, train_seeds, plan)
+    expand(base, registry or Registry(), names, init_seeds, train_seeds, plan)
+    return plan
+
+
+def from_command(template: str, interventions: Mapping[str, str], init_seeds: list[int],
+                 train_seeds: list[int] | None, name: str) -> Plan:
+    """Every (intervention, init seed, train seed) run of a user's command; interventions are named argument strings."""
+    check_template(template, train_seeds)
+    for label, arguments in interventions.items():
+        if label == BASELINE or "+" in label or not label:
+            raise UserError(f"intervention name {label!r} is reserved or empty; name it e.g. 'qkv-bias=--qkv-bias'")
+        if not arguments.strip():
+            raise UserError(f"intervention {label!r} adds no arguments; write it NAME=ARGS, e.g. 'qkv-bias=--qkv-bias'")
+    plan = Plan(name)
+    for label, arguments in {BASELINE: "", **interventions}.items():
+        for init_seed in init_seeds:
+            for train_seed in train_seeds or [None]:
+                run = CommandRun(template, arguments.strip(), init_seed, train_seed)
+                plan.add(PlannedRun(label, init_seed, train_seed, run))
     return plan
 
 

@@ -1,9 +1,10 @@
-"""A sweep folder: the plan, the run directories, and `results.csv`.
+"""A sweep (study) folder: the plan, the run directories, and `results.csv`.
 
     SWEEP/
-      sweep.json      every planned run: id, intervention, seeds, resolved config
+      noisefloor.toml optional study file (sweep/study.py)
+      sweep.json      every planned run: id, intervention, seeds, resolved config (or a user's command)
       results.csv     one row per planned run, rewritten atomically after each run
-      runs/<run>/     the trainer's run directories
+      runs/<run>/     the run directories (noisefloor's trainer, or a user's command: sweep/command.py)
       logs/           slurm logs (slurm executor)
 
 Commands add to a sweep folder: a `reseed` into the folder of an earlier
@@ -23,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from noisefloor import atomic
-from noisefloor.config import from_dict
 from noisefloor.errors import UserError
 from noisefloor.rundir import RunDir, is_locked
 from noisefloor.sweep.interventions import BASELINE
-from noisefloor.sweep.spec import Plan, PlannedRun
+from noisefloor.sweep.spec import CommandRun, Plan, PlannedRun, config_from_dict
 
 RESULT_COLUMNS = [
     "run", "intervention", "init_seed", "train_seed", "test_loss", "val_loss", "same_init",
@@ -62,7 +62,7 @@ class SweepStore:
             raise UserError(f"{self.path} is not a sweep folder (no sweep.json); start one with noisefloor sweep")
         try:
             raw = json.loads(self.plan_file.read_text())
-            runs = [PlannedRun(r["intervention"], r["init_seed"], r["train_seed"], from_dict(r["config"], str(self.plan_file)))
+            runs = [PlannedRun(r["intervention"], r["init_seed"], r["train_seed"], config_from_dict(r["config"], str(self.plan_file)))
                     for r in raw["runs"]]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise UserError(f"{self.plan_file} is corrupt ({exc}); it cannot be resumed") from None
@@ -79,7 +79,7 @@ class SweepStore:
             if other is not None and other.config != run.config:
                 raise UserError(
                     f"{self.path} already has a {run.intervention} run at init seed {run.init_seed}, train seed "
-                    f"{run.train_seed} with another config; use another --out for another base config"
+                    f"{run.train_seed} with another config; use another folder (--out DIR) for another base config"
                 )
             twin = by_config.get(run.config.digest())
             if twin is not None and twin.intervention != run.intervention:
@@ -136,12 +136,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def finished_run_is_valid(run_dir: RunDir, run: PlannedRun, result: dict[str, Any]) -> bool:
-    """A `done` result counts only if its config is the planned one and its weights match its digest."""
+    """A `done` result counts only if its config is the planned one and its weights match its digest
+    (a user's command need not save weights; when it did, they must match)."""
     from noisefloor.checkpoints import file_digest
 
     config = _read_json(run_dir.config)
     if config is None or config != run.config.to_dict():
         return False
+    if isinstance(run.config, CommandRun) and result.get("final_digest") is None:
+        return not run_dir.final_weights.exists()
     try:
         return file_digest(run_dir.final_weights) == result.get("final_digest")
     except UserError:
