@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from noisefloor import atomic
-from noisefloor.errors import UserError
+from noisefloor.errors import UserError, notice
 from noisefloor.train.tokenizer import END_OF_TEXT, get_tokenizer, tokenizer_id
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ class Corpus:
     corpus_hash: str
     tokenizer: str
     tokens: np.ndarray  # 1-D uint16, usually a read-only memmap
+    tokens_digest: str  # of the token stream itself (see tokens_digest): what was trained on, not only its source
 
     def split(self, name: str) -> np.ndarray:
         lo, hi = SPLITS[name]
@@ -143,6 +145,7 @@ class Corpus:
             "corpus_hash": self.corpus_hash,
             "tokenizer": self.tokenizer,
             "tokens": int(len(self.tokens)),
+            "tokens_digest": self.tokens_digest,
             "split": {name: int(len(self.split(name))) for name in SPLITS},
         }
 
@@ -165,14 +168,48 @@ def _tokenize(texts: list[str], vocab_size: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)
 
 
-def _cached(key: str, build) -> np.ndarray:
+def tokens_digest(tokens: np.ndarray) -> str:
+    """SHA-256 of the token stream as little-endian uint16: what the trainer actually reads."""
+    return "sha256:" + hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u2").view(np.uint8)).hexdigest()
+
+
+def _read_cache(path: Path, record: Path) -> tuple[np.ndarray | None, str]:
+    """(the cached tokens, their digest) if the digest recorded beside them still matches, else (None, why not)."""
+    try:
+        expected = json.loads(record.read_text())
+        tokens = np.load(path, mmap_mode="r")
+    except FileNotFoundError as exc:
+        return None, f"{exc.filename} is missing"
+    except (OSError, ValueError, RecursionError) as exc:  # torn .npy header or data, or an unreadable digest record
+        return None, f"it cannot be read ({type(exc).__name__})"
+    if not isinstance(expected, dict) or tokens.dtype != np.uint16 or tokens.ndim != 1:
+        return None, "its digest record or its array is malformed"
+    if expected.get("tokens") != len(tokens) or expected.get("digest") != tokens_digest(tokens):
+        return None, "its tokens no longer match the digest recorded when it was written"
+    return tokens, expected["digest"]
+
+
+def _cached(key: str, build) -> tuple[np.ndarray, str]:
+    """The tokens (and their digest) from the cache, checked against the digest recorded beside them;
+    rebuilt from the source when missing, torn or changed, kept in memory when the cache cannot be written."""
     path = cache_dir() / f"tokens-{key}.npy"
-    if not path.exists():
-        tokens = build()
+    record = path.with_suffix(".json")
+    if path.exists():
+        tokens, digest_or_problem = _read_cache(path, record)
+        if tokens is not None:
+            return tokens, digest_or_problem
+        notice(f"token cache {path} is not trustworthy ({digest_or_problem}); rebuilding it from the source")
+    tokens = build()
+    digest = tokens_digest(tokens)
+    try:
         with atomic.atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, tokens)
-    return np.load(path, mmap_mode="r")
+        atomic.write_json(record, {"digest": digest, "tokens": int(len(tokens))})
+    except OSError as exc:
+        notice(f"cannot write the token cache {exc.filename or path}: {exc.strerror or exc}; "
+               "using the tokens without caching them (the next run tokenises again)")
+    return tokens, digest
 
 
 def load_corpus(data: str, vocab_size: int) -> Corpus:
@@ -182,7 +219,7 @@ def load_corpus(data: str, vocab_size: int) -> Corpus:
         documents = builtin_documents()
         corpus_hash = _hash_texts([(str(i), d) for i, d in enumerate(documents)])
         key = f"{corpus_hash[7:23]}-{tok_id}"
-        return Corpus("builtin", corpus_hash, tok_id, _cached(key, lambda: _tokenize(documents, vocab_size)))
+        return Corpus("builtin", corpus_hash, tok_id, *_cached(key, lambda: _tokenize(documents, vocab_size)))
 
     shards = _llmc_shards(data)
     if shards is not None:
@@ -199,7 +236,7 @@ def load_corpus(data: str, vocab_size: int) -> Corpus:
     texts = [(str(f.relative_to(path)) if path.is_dir() else f.name, _read_text(f)) for f in files]
     corpus_hash = _hash_texts(texts)
     key = f"{corpus_hash[7:23]}-{tok_id}"
-    return Corpus(data, corpus_hash, tok_id, _cached(key, lambda: _tokenize([t for _, t in texts], vocab_size)))
+    return Corpus(data, corpus_hash, tok_id, *_cached(key, lambda: _tokenize([t for _, t in texts], vocab_size)))
 
 
 def _pretokenized(source: str, arrays: list[np.ndarray], vocab_size: int) -> Corpus:
@@ -212,7 +249,8 @@ def _pretokenized(source: str, arrays: list[np.ndarray], vocab_size: int) -> Cor
     if top >= vocab_size:
         raise UserError(f"data {source}: holds token id {top}, but [model] vocab_size is {vocab_size}")
     tokens = arrays[0] if len(arrays) == 1 else ConcatenatedTokens(arrays)
-    return Corpus(source, "sha256:" + h.hexdigest(), f"pretokenized(max id {top})", tokens)
+    digest = "sha256:" + h.hexdigest()  # the raw little-endian uint16 stream: already the tokens' own digest
+    return Corpus(source, digest, f"pretokenized(max id {top})", tokens, digest)
 
 
 class ConcatenatedTokens:
