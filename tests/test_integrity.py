@@ -83,3 +83,72 @@ def test_a_flipped_cache_bit_never_reaches_training_and_the_manifest_records_the
     manifests = [json.loads((tmp_path / run / "manifest.json").read_text())["corpus"] for run in ("clean", "flipped")]
     assert manifests[0] == manifests[1]
     assert manifests[0]["tokens_digest"] == clean_digest
+
+
+class StopAt(Exception):
+    pass
+
+
+def _stop_after(step: int):
+    def on_event(event):
+        if event["event"] == "step" and event["step"] == step:
+            raise StopAt
+
+    return on_event
+
+
+@pytest.fixture(scope="module")
+def cut_run(tmp_path_factory):
+    """A micro run stopped after step 12 with checkpoints at steps 5 and 10, and the uninterrupted run."""
+    from noisefloor import config as config_module
+    from noisefloor.train import trainer
+
+    root = tmp_path_factory.mktemp("cut")
+    config = config_module.load(REPO / "training" / "micro.toml").replace(
+        train={"steps": 14, "keep_checkpoints": 2, "eval_interval": 0})
+    straight = trainer.train(config, root / "straight")
+    with pytest.raises(StopAt):
+        trainer.train(config, root / "cut", _stop_after(12))
+    return root / "cut", straight
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def _flip_last_byte(path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["model.safetensors", "state.safetensors", "digest.json", "metadata"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(cut_run, tmp_path, capsys, damage):
+    """Before: a flipped bit in a checkpoint's weights was resumed and trained into other final weights."""
+    run = _copy(cut_run[0], tmp_path)
+    newest = run / "checkpoints" / "step-0000010"
+    if damage == "metadata":  # bad JSON in the state file's metadata, same length so the header still parses
+        path = newest / "state.safetensors"
+        raw = path.read_bytes()
+        path.write_bytes(raw.replace(b'\\"step\\": 10', b'\\"step\\"! 10', 1))
+        assert path.read_bytes() != raw
+    else:
+        _flip_last_byte(newest / damage)
+    code, out, err = run_cli(capsys, "train", "--resume", run, "--json")
+    assert code == 0, err
+    assert "step-0000010" in err and "falling back to step-0000005" in err and len(err.strip().splitlines()) == 1
+    assert json.loads(out)["final_digest"] == cut_run[1]["final_digest"]
+
+
+def test_a_damaged_checkpoint_with_none_before_it_stops_with_one_line(cut_run, tmp_path, capsys):
+    import shutil
+
+    run = _copy(cut_run[0], tmp_path)
+    shutil.rmtree(run / "checkpoints" / "step-0000005")
+    _flip_last_byte(run / "checkpoints" / "step-0000010" / "model.safetensors")
+    code, _, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "model.safetensors no longer match" in err and "delete" in err
+    assert not (run / "result.json").exists() and not (run / "model.safetensors").exists()

@@ -11,6 +11,7 @@ It is written to a temporary folder and renamed into place, so a folder named
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from noisefloor.errors import UserError
 
 METADATA_KEY = "noisefloor"
 CHECKPOINT_PREFIX = "step-"
+DIGEST_FILE = "digest.json"
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -56,8 +58,9 @@ def state_digest(tensors: dict[str, torch.Tensor]) -> TensorDigest:
     digest = TensorDigest()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
-        raw = tensor.view(torch.uint8) if tensor.dtype != torch.bool else tensor.to(torch.uint8)
-        data = raw.numpy().reshape(-1).data if tensor.numel() else b""
+        flat = tensor.reshape(-1)  # a 0-d tensor (an optimizer step count) cannot be viewed as bytes
+        raw = flat.view(torch.uint8) if tensor.dtype != torch.bool else flat.to(torch.uint8)
+        data = raw.numpy().data if tensor.numel() else b""
         digest.add(name, SAFETENSORS_DTYPES[tensor.dtype], tuple(tensor.shape), [data], tensor.numel() * tensor.element_size())
     return digest
 
@@ -94,6 +97,12 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
 
 
+def _checkpoint_digests(model_tensors: dict[str, torch.Tensor], state_tensors: dict[str, torch.Tensor],
+                        metadata: str) -> dict[str, str]:
+    return {"model": state_digest(model_tensors).hexdigest(), "state": state_digest(state_tensors).hexdigest(),
+            "metadata": "sha256:" + hashlib.sha256(metadata.encode()).hexdigest()}
+
+
 def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Tensor],
                      state_tensors: dict[str, torch.Tensor], state_json: dict[str, Any], keep: int) -> Path:
     folder = run_dir / "checkpoints"
@@ -104,6 +113,8 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     tmp.mkdir()
     save_tensors(tmp / "model.safetensors", model_tensors)
     save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
+    metadata = json.dumps(state_json, sort_keys=True)  # exactly the string save_tensors stored
+    atomic.write_json(tmp / DIGEST_FILE, _checkpoint_digests(model_tensors, state_tensors, metadata))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic.fsync_dir(folder)
@@ -112,15 +123,41 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     return final
 
 
+class CorruptCheckpoint(UserError):
+    """A checkpoint that cannot be read, or whose tensors no longer match the digests written with them."""
+
+
 def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """Model tensors, state tensors and state JSON, each checked against `digest.json` before it is trusted."""
     from noisefloor.checkpoints import open_safetensors
 
-    state_path = folder / "state.safetensors"
-    with open_safetensors(state_path) as st:
-        raw = (st.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise UserError(f"{state_path}: no '{METADATA_KEY}' metadata; not a noisefloor checkpoint")
-    return load_tensors(folder / "model.safetensors"), load_tensors(state_path), json.loads(raw)
+    state_path, digest_path = folder / "state.safetensors", folder / DIGEST_FILE
+    try:
+        with open_safetensors(state_path) as st:
+            raw = (st.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise CorruptCheckpoint(f"{state_path}: no '{METADATA_KEY}' metadata; not a noisefloor checkpoint")
+        try:
+            recorded = json.loads(digest_path.read_text())
+        except FileNotFoundError:
+            raise CorruptCheckpoint(f"{digest_path} is missing (a checkpoint of an older noisefloor, or damaged)") from None
+        model_tensors, state_tensors = load_tensors(folder / "model.safetensors"), load_tensors(state_path)
+        saved = json.loads(raw)
+    except CorruptCheckpoint:
+        raise
+    except UserError as exc:
+        raise CorruptCheckpoint(str(exc)) from None
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable file, bad JSON (ValueError), torn data
+        raise CorruptCheckpoint(f"{folder}: cannot be read ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(saved, dict) or not isinstance(recorded, dict):
+        raise CorruptCheckpoint(f"{folder}: its metadata or {DIGEST_FILE} is not a JSON object")
+    actual = _checkpoint_digests(model_tensors, state_tensors, raw)
+    changed = [name for name, digest in actual.items() if recorded.get(name) != digest]
+    if changed:
+        files = {"model": "model.safetensors", "state": "state.safetensors", "metadata": "state.safetensors metadata"}
+        raise CorruptCheckpoint(f"{folder}: {', '.join(files[c] for c in changed)} no longer match the digest "
+                                "recorded when the checkpoint was written")
+    return model_tensors, state_tensors, saved
 
 
 def clean_partial_checkpoints(run_dir: Path) -> None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from noisefloor import __version__, atomic
 from noisefloor.config import RunConfig
 from noisefloor.digest import TensorDigest
-from noisefloor.errors import UserError
+from noisefloor.errors import UserError, notice
 from noisefloor.rundir import RunDir, exclusive
 from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
@@ -190,10 +190,10 @@ class Trainer:
                 for path in (self.run.metrics, self.run.digests):
                     path.unlink(missing_ok=True)
             return {"step": 0, "train_seconds": 0.0}
-        model_tensors, state_tensors, saved = state.read_checkpoint(folders[-1])
+        folder, (model_tensors, state_tensors, saved) = self._newest_good_checkpoint(folders)
         if saved.get("config_digest") != self.config.digest():
-            raise UserError(f"{folders[-1]}: checkpoint belongs to another config; it cannot be resumed here")
-        load_state(self.raw_model, model_tensors, str(folders[-1]))
+            raise UserError(f"{folder}: checkpoint belongs to another config; it cannot be resumed here")
+        load_state(self.raw_model, model_tensors, str(folder))
         # load_state_dict moves the moments onto each parameter's device
         state.restore_optimizer(self.optimizer, self.param_names, state_tensors, saved["param_groups"])
         if saved.get("scaler"):
@@ -204,6 +204,19 @@ class Trainer:
             _rewrite_lines_up_to(self.run.metrics, saved["step"])
             _rewrite_lines_up_to(self.run.digests, saved["step"])
         return saved
+
+    def _newest_good_checkpoint(self, folders: list[Path]):
+        """The newest checkpoint whose bits match its recorded digests; a bad one is skipped with a line,
+        and when none is left the resume stops with one line rather than trust it."""
+        for position in range(len(folders) - 1, -1, -1):
+            try:
+                return folders[position], state.read_checkpoint(folders[position])
+            except state.CorruptCheckpoint as exc:
+                if position == 0:
+                    raise UserError(f"{exc}; no earlier checkpoint to fall back to: delete {folders[position]} "
+                                    "to train this run again from step 0") from None
+                if self.main:
+                    notice(f"{exc}; falling back to {folders[position - 1].name}")
 
     def _checkpoint(self, step: int, train_seconds: float) -> None:
         rng_values, rng_tensors = distributed.rng_of_all_ranks(*determinism.capture_rng(), self.ranks)
