@@ -42,11 +42,14 @@ class SweepSummary:
 
 
 def _validate_data(plan: Plan) -> None:
-    """Tokenise each corpus once for the whole sweep, and fail on bad data before any run starts."""
+    """Tokenise each corpus once for the whole sweep, and fail on bad data or a config too big for this
+    machine before any run starts."""
     from noisefloor.train.data import prepare_data
+    from noisefloor.train.trainer import require_memory
 
     seen = set()
     for run in plan.runs:
+        require_memory(run.config)
         m, t = run.config.model, run.config.train
         key = (t.data, m.vocab_size, m.context_length, t.eval_windows)
         if key not in seen:

@@ -62,6 +62,34 @@ def require_device(name: str) -> None:
         raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
 
 
+def machine_memory_bytes(device_name: str) -> tuple[int, str]:
+    """Total memory of what a run on `device_name` allocates from: (bytes, what it is). RAM is capped by a cgroup limit."""
+    if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_properties(0).total_memory, "GPU memory"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total, "memory"
+
+
+def require_memory(config: RunConfig) -> None:
+    """Refuse a config whose least memory exceeds the machine's, before anything is allocated or written."""
+    from noisefloor.config import minimum_training_bytes
+
+    available, what = machine_memory_bytes(config.train.device)
+    processes = config.train.world_size if what == "memory" else 1  # DDP on CPU: all ranks share the RAM
+    needed = minimum_training_bytes(config) * processes
+    if needed > available:
+        gib = lambda n: f"{n / 2**30:,.1f} GiB"
+        raise UserError(f"this config needs at least {gib(needed)} of {what} to train (weights, gradients, AdamW moments, "
+                        f"logits and attention scores of one microbatch), this machine has {gib(available)}; "
+                        "use a smaller model, microbatch_size or context_length")
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     require_device(name)
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
@@ -357,9 +385,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: Progress
     run = RunDir(atomic.out_folder(run_dir))
     if run.config.exists():
         raise UserError(f"{run.path} already holds a run; resume it with --resume or choose another --out")
-    # a missing device, a bad data source or context length fails before anything is written
+    # a missing device, a bad data source, context length or a model too big fails before anything is written
     require_device(config.train.device)
     data = prepare_data(config)
+    require_memory(config)
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
         atomic.write_json(run.config, config.to_dict())
@@ -372,6 +401,7 @@ def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = 
     if not run.path.is_dir():
         raise UserError(f"run directory not found: {run.path}")
     config = run.read_config()
+    require_memory(config)
     with exclusive(run):
         finished = run.read_result()
         if finished is not None:
