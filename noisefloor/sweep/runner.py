@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from noisefloor import atomic
 from noisefloor.errors import UserError
@@ -80,6 +81,25 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
     store = SweepStore(atomic.out_folder(out))
     merged = store.merge_plan(plan)  # conflicts are refused before anything is written
     _validate_data(merged)
+    with _stopped_write_named(store):
+        return _run_plan(store, merged, options, observer, tick)
+
+
+@contextmanager
+def _stopped_write_named(store: SweepStore) -> Iterator[None]:
+    """A failed write of the runner's own files (disk full, read-only) is one line saying what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise UserError(f"{exc.filename or store.path}: {exc.strerror}; the sweep stopped, every finished run is kept "
+                        f"under {store.runs_dir} (an interrupted one resumes from its last checkpoint); "
+                        "once fixed, run the same command again to continue") from None
+
+
+def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: Callable[[dict[str, Any]], None],
+              tick: Callable[[], None]) -> SweepSummary:
     store.path.mkdir(parents=True, exist_ok=True)
     store.save_plan(merged)
     records = store.write_results(merged)

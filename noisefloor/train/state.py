@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from noisefloor import atomic
@@ -41,7 +43,13 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     meta = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata is not None else None
     with atomic.atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=meta)
+        try:
+            save_file(contiguous, str(tmp), metadata=meta)
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error: make it the OSError it is
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -111,10 +119,14 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     tmp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_tensors(tmp / "model.safetensors", model_tensors)
-    save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
-    metadata = json.dumps(state_json, sort_keys=True)  # exactly the string save_tensors stored
-    atomic.write_json(tmp / DIGEST_FILE, _checkpoint_digests(model_tensors, state_tensors, metadata))
+    try:
+        save_tensors(tmp / "model.safetensors", model_tensors)
+        save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
+        metadata = json.dumps(state_json, sort_keys=True)  # exactly the string save_tensors stored
+        atomic.write_json(tmp / DIGEST_FILE, _checkpoint_digests(model_tensors, state_tensors, metadata))
+    except OSError:  # a full disk: give back the space the partial checkpoint took
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic.fsync_dir(folder)
@@ -161,7 +173,11 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
 
 
 def clean_partial_checkpoints(run_dir: Path) -> None:
+    """Remove what a killed writer left: partial checkpoint folders and atomic writes' temporary files
+    (`.model.safetensors.*.tmp`). Called under the run's lock, so no writer is using them."""
     folder = run_dir / "checkpoints"
     if folder.is_dir():
         for tmp in folder.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
             shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

@@ -375,9 +375,23 @@ class Trainer:
 def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resume: bool,
          data: Data | None = None) -> dict[str, Any]:
     """In this process, or through torchrun when the run asks for several processes."""
-    if config.train.world_size > 1:
-        return distributed.launch(run.path, config, progress)
-    return Trainer(config, run.path, progress, data=data).run_training(resume=resume)
+    try:
+        if config.train.world_size > 1:
+            return distributed.launch(run.path, config, progress)
+        return Trainer(config, run.path, progress, data=data).run_training(resume=resume)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise UserError(f"{exc.filename or run.path}: {exc.strerror} while training {run.path}; "
+                        f"{_what_was_kept(run)}; once fixed, continue with noisefloor train --resume {run.path}") from None
+
+
+def _what_was_kept(run: RunDir) -> str:
+    """What a run that stopped on a failed write still has on disk (writes are atomic: nothing half-written)."""
+    checkpoints = state.checkpoint_dirs(run.path)
+    if checkpoints:
+        return f"kept its config and its newest checkpoint {checkpoints[-1].name}"
+    return "kept its config, no checkpoint yet (a resume starts from step 0)"
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
