@@ -280,7 +280,7 @@ def minimum_training_bytes(config: RunConfig) -> int:
 
 
 def _parse_file(path: Path) -> Any:
-    if not path.is_file():
+    if not path.exists():
         from noisefloor.presets import PRESETS
 
         if str(path) in PRESETS:  # `--config tiny-cpu`: the built-in copy of training/tiny-cpu.toml

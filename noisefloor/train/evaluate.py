@@ -76,10 +76,10 @@ def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Pa
 
 def load_model(config: RunConfig, weights: Path, device: torch.device) -> torch.nn.Module:
     from noisefloor.train.model import build_model, load_state, place_on
-    from noisefloor.train.state import load_tensors
+    from noisefloor.train.state import WEIGHT_DTYPES, load_tensors
 
     model = build_model(config.model, config.train.init_seed)
-    load_state(model, load_tensors(weights), str(weights))
+    load_state(model, load_tensors(weights, WEIGHT_DTYPES), str(weights))
     return place_on(model, device).eval()
 
 

@@ -52,12 +52,19 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
             raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Validate the header (torch-free) before letting safetensors read the file."""
-    from noisefloor.checkpoints import open_safetensors
+WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")  # what a model's floating-point parameters can take without losing meaning
 
-    with open_safetensors(path):
-        pass
+
+def load_tensors(path: Path, dtypes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Validate the header (torch-free) before letting safetensors read the file; with `dtypes`, refuse any
+    other tensor dtype (never cast integers, booleans, complex or 8-bit floats into weights)."""
+    from noisefloor.checkpoints import open_safetensors, show_name
+
+    with open_safetensors(path) as st:
+        for name, info in st.tensors.items():
+            if dtypes is not None and info.dtype not in dtypes and not name.endswith(".att.mask"):
+                raise UserError(f"{path}: tensor {show_name(name)} is {info.dtype}; model weights must be "
+                                f"{', '.join(dtypes)} (noisefloor does not cast them)")
     return load_file(str(path))
 
 
