@@ -18,6 +18,11 @@ from noisefloor.config import RunConfig, from_dict
 from noisefloor.errors import UserError
 
 
+RESULT_STATUSES = ("done", "diverged", "failed")
+RESULT_NUMBERS = ("test_loss", "val_loss", "seconds", "tokens_per_s")
+RESULT_TEXTS = ("error", "init_digest", "final_digest")
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -49,7 +54,22 @@ class RunDir:
         return from_dict(self.read_json(self.config), source=str(self.config))
 
     def read_result(self) -> dict[str, Any] | None:
-        return self.read_json(self.result) if self.result.exists() else None
+        """result.json (None while the run has not ended), with the fields status, results.csv and the CLI read
+        type-checked: a damaged one is one line naming it, never a crash further on."""
+        if not self.result.exists():
+            return None
+        result = self.read_json(self.result)
+        wrong = [key for key in RESULT_NUMBERS if result.get(key) is not None
+                 and (isinstance(result[key], bool) or not isinstance(result[key], (int, float)))]
+        wrong += [key for key in RESULT_TEXTS if result.get(key) is not None and not isinstance(result[key], str)]
+        if result.get("status") not in RESULT_STATUSES:
+            wrong.append("status")
+        elif result["status"] == "done":
+            wrong += [key for key in (*RESULT_NUMBERS, "final_digest") if result.get(key) is None]
+        if wrong:
+            raise UserError(f"{self.result} is corrupt ({', '.join(dict.fromkeys(wrong))} missing or of the wrong type); "
+                            "delete it to train the run again from its last checkpoint")
+        return result
 
 
 MAX_RUN_FILE_BYTES = 1 << 30  # digests.jsonl of a 100,000-step run with digests every 10 steps is ~130 MB

@@ -104,11 +104,11 @@ class SweepStore:
         run_dir = RunDir(self.run_dir(run))
         try:
             manifest = _checked_manifest(run_dir)
-            result = _checked_result(run_dir)
+            result = run_dir.read_result()
         except UserError as exc:  # a damaged run is marked failed, naming the file; the sweep goes on
             return RunRecord(run, "failed", {"status": "failed", "error": str(exc)}, None)
         init = (manifest.get("init_tensors"), frozenset(manifest.get("init_constant", ())))
-        if result is not None and result.get("status") in ("done", "diverged", "failed"):
+        if result is not None:
             if result["status"] == "done" and not finished_run_is_valid(run_dir, run, result):
                 return RunRecord(run, "failed", {**result, "status": "failed",
                                                  "error": "result.json does not match the run's files"}, *init)
@@ -149,24 +149,6 @@ def _checked_manifest(run_dir: RunDir) -> dict[str, Any]:
         raise UserError(f"{run_dir.manifest} is corrupt (init_tensors/init_constant of the wrong type); "
                         "delete the run directory and train again")
     return manifest
-
-
-_RESULT_NUMBERS = ("test_loss", "val_loss", "seconds", "tokens_per_s")
-
-
-def _checked_result(run_dir: RunDir) -> dict[str, Any] | None:
-    """result.json with the fields the store, status and results.csv use type-checked (None when absent)."""
-    if not run_dir.result.exists():
-        return None
-    result = run_dir.read_json(run_dir.result)
-    wrong = [key for key in _RESULT_NUMBERS
-             if result.get(key) is not None and (isinstance(result[key], bool) or not isinstance(result[key], (int, float)))]
-    wrong += [key for key in ("status", "error", "init_digest", "final_digest")
-              if result.get(key) is not None and not isinstance(result[key], str)]
-    if wrong:
-        raise UserError(f"{run_dir.result} is corrupt ({', '.join(wrong)} of the wrong type); "
-                        "train it again with --retry-failed")
-    return result
 
 
 def finished_run_is_valid(run_dir: RunDir, run: PlannedRun, result: dict[str, Any]) -> bool:
