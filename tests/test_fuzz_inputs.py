@@ -277,8 +277,9 @@ def _weights_case(rng: random.Random, tensors: dict[str, np.ndarray]) -> bytes:
 
 
 def _size(dtype: str, numel: int) -> int:
-    bits = {"F4": 4, "F6_E2M3": 6, "BF16": 16, "U64": 64}.get(dtype, 8)
-    return (numel * bits + 7) // 8
+    from noisefloor.checkpoints import DTYPES
+
+    return (numel * DTYPES[dtype].bits + 7) // 8
 
 
 def test_fuzz_weights_given_to_eval(capsys, finished_sweep, tmp_path):
@@ -300,3 +301,61 @@ def test_fuzz_weights_given_to_eval(capsys, finished_sweep, tmp_path):
             with open_safetensors(weights) as st:
                 assert {info.dtype for info in st.tensors.values()} <= {"F16", "F32", "F64", "BF16"}, case
     print(f"weights for eval: {sum(tally.values())} cases, exit codes {dict(tally)}")
+
+
+# ---------------------------------------------------------------- the issue's cases, named
+
+
+@pytest.mark.parametrize("name,content,command,expected", [
+    ("manifest.json", b"[1,2]", "diverge", "manifest.json is corrupt (a JSON list, not an object)"),
+    ("digests.jsonl", b"\xff\xfe{}\n", "diverge", "digests.jsonl is corrupt (not UTF-8 at byte 0)"),
+    ("result.json", b"[]", "resume", "result.json is corrupt (a JSON list, not an object)"),
+])
+def test_damaged_run_files_are_named_with_what_is_wrong(capsys, finished_sweep, name, content, command, expected):
+    store, run, twin = finished_sweep
+    original = (run / name).read_bytes()
+    (run / name).write_bytes(content)
+    try:
+        argv = ("diverge", run, twin) if command == "diverge" else ("train", "--resume", run)
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+        code, out, _ = run_cli(capsys, "status", store.path, "--json")  # status goes on, marking the run
+        (row,) = json.loads(out)["runs"]
+        assert code == 0
+        if name != "digests.jsonl":
+            assert row["status"] == "failed" and expected in row["error"]
+    finally:
+        (run / name).write_bytes(original)
+
+
+@pytest.mark.parametrize("dtype", ["U64", "I32", "BOOL", "C64", "F8_E4M3", "F6_E2M3"])
+def test_eval_refuses_weights_a_model_cannot_use_instead_of_casting(capsys, finished_sweep, tmp_path, dtype):
+    """Before: U64 weights were cast and evaluated ('test loss 9084.7'), F6_E2M3 gave a SafetensorError traceback."""
+    from safetensors.numpy import load_file
+
+    _, run, _ = finished_sweep
+    tensors = load_file(str(run / "model.safetensors"))
+    header, data = {}, bytearray()
+    for name, array in tensors.items():
+        hostile = name == "out_head.weight"
+        raw = bytes(_size(dtype, array.size)) if hostile else array.tobytes()
+        header[name] = {"dtype": dtype if hostile else "F32", "shape": list(array.shape),
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    blob = json.dumps(header).encode()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(data))
+    shutil.copy(run / "config.json", tmp_path / "config.json")
+    code, out, err = run_cli(capsys, "eval", tmp_path / "model.safetensors")
+    assert code == 2 and f"'out_head.weight' is {dtype}" in err and "does not cast" in err and not out
+
+
+def test_eval_mismatch_escapes_tensor_names_from_the_file(capsys, finished_sweep, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    _, run, _ = finished_sweep
+    tensors = load_file(str(run / "model.safetensors"))
+    tensors["evil\n\x1b[31mred"] = tensors["final_norm.scale"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    shutil.copy(run / "config.json", tmp_path / "config.json")
+    code, _, err = run_cli(capsys, "eval", tmp_path / "model.safetensors")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "\x1b" not in err and "'evil\\n\\x1b[31mred'" in err

@@ -136,7 +136,11 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(cut_run, tmp_p
         assert path.read_bytes() != raw
     else:
         _flip_last_byte(newest / damage)
+    stale = [run / ".model.safetensors.x1y2z3.tmp", run / ".init.safetensors.a1b2c3.tmp"]  # a kill mid-write
+    for path in stale:
+        path.write_bytes(b"half a file")
     code, out, err = run_cli(capsys, "train", "--resume", run, "--json")
+    assert not any(path.exists() for path in stale)
     assert code == 0, err
     assert "step-0000010" in err and "falling back to step-0000005" in err and len(err.strip().splitlines()) == 1
     assert json.loads(out)["final_digest"] == cut_run[1]["final_digest"]
@@ -152,3 +156,15 @@ def test_a_damaged_checkpoint_with_none_before_it_stops_with_one_line(cut_run, t
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "model.safetensors no longer match" in err and "delete" in err
     assert not (run / "result.json").exists() and not (run / "model.safetensors").exists()
+
+
+def test_outputs_are_readable_by_others_as_the_umask_allows(cut_run):
+    """safetensors and mkstemp create files 0600; results are meant to be shared (0644 under umask 022)."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    straight = cut_run[0].parent / "straight"
+    for path in [straight / "model.safetensors", straight / "init.safetensors", straight / "result.json",
+                 *straight.glob("checkpoints/*/*")]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
