@@ -84,3 +84,11 @@ def test_sweep_on_a_full_disk_is_one_line_and_a_run_that_ran_out_is_marked_faile
     small_disk("8m")
     (store.run_dir(run) / "result.json").unlink()  # what --retry-failed does
     assert execute_run(str(store.run_dir(run)), run.config.to_dict())["status"] == "done"
+
+
+def test_a_full_token_cache_folder_trains_on_the_tokens_in_memory(small_disk, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("NOISEFLOOR_CACHE_DIR", str(small_disk("16k")))
+    code, out, err = run_cli(capsys, "train", "--config", MICRO, "--set", "train.steps=2", "--out", tmp_path / "run",
+                             "--quiet", "--json")
+    assert code == 0 and "cannot write the token cache" in err and "No space left on device" in err
+    assert len(err.strip().splitlines()) == 1 and json.loads(out)["status"] == "done"

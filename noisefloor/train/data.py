@@ -178,8 +178,8 @@ def _read_cache(path: Path, record: Path) -> tuple[np.ndarray | None, str]:
     try:
         expected = json.loads(record.read_text())
         tokens = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        return None, f"{exc.filename} is missing"
+    except FileNotFoundError as exc:  # a cache written before digests were recorded, or a lost record
+        return None, f"no digest recorded beside it: {Path(exc.filename).name} is missing"
     except (OSError, ValueError, RecursionError) as exc:  # torn .npy header or data, or an unreadable digest record
         return None, f"it cannot be read ({type(exc).__name__})"
     if not isinstance(expected, dict) or tokens.dtype != np.uint16 or tokens.ndim != 1:
@@ -202,9 +202,10 @@ def _cached(key: str, build) -> tuple[np.ndarray, str]:
     tokens = build()
     digest = tokens_digest(tokens)
     try:
-        with atomic.atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, tokens)
+        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            # np.save's bytes, written through Python so a full disk is an OSError with its errno
+            np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(tokens))
+            handle.write(np.ascontiguousarray(tokens).data)
         atomic.write_json(record, {"digest": digest, "tokens": int(len(tokens))})
     except OSError as exc:
         notice(f"cannot write the token cache {exc.filename or path}: {exc.strerror or exc}; "

@@ -112,7 +112,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
 
 
-def _checkpoint_digests(model_tensors: dict[str, torch.Tensor], state_tensors: dict[str, torch.Tensor],
+def checkpoint_digests(model_tensors: dict[str, torch.Tensor], state_tensors: dict[str, torch.Tensor],
                         metadata: str) -> dict[str, str]:
     return {"model": state_digest(model_tensors).hexdigest(), "state": state_digest(state_tensors).hexdigest(),
             "metadata": "sha256:" + hashlib.sha256(metadata.encode()).hexdigest()}
@@ -130,7 +130,7 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
         save_tensors(tmp / "model.safetensors", model_tensors)
         save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
         metadata = json.dumps(state_json, sort_keys=True)  # exactly the string save_tensors stored
-        atomic.write_json(tmp / DIGEST_FILE, _checkpoint_digests(model_tensors, state_tensors, metadata))
+        atomic.write_json(tmp / DIGEST_FILE, checkpoint_digests(model_tensors, state_tensors, metadata))
     except OSError:  # a full disk: give back the space the partial checkpoint took
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -170,7 +170,7 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
         raise CorruptCheckpoint(f"{folder}: cannot be read ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(saved, dict) or not isinstance(recorded, dict):
         raise CorruptCheckpoint(f"{folder}: its metadata or {DIGEST_FILE} is not a JSON object")
-    actual = _checkpoint_digests(model_tensors, state_tensors, raw)
+    actual = checkpoint_digests(model_tensors, state_tensors, raw)
     changed = [name for name, digest in actual.items() if recorded.get(name) != digest]
     if changed:
         files = {"model": "model.safetensors", "state": "state.safetensors", "metadata": "state.safetensors metadata"}
