@@ -46,11 +46,12 @@ def _validate_data(plan: Plan) -> None:
     """Tokenise each corpus once for the whole sweep, and fail on bad data or a config too big for this
     machine before any run starts."""
     from noisefloor.train.data import prepare_data
-    from noisefloor.train.trainer import require_memory
+    from noisefloor.train.trainer import require_memory, uses_cuda
 
     seen = set()
     for run in plan.runs:
-        require_memory(run.config)
+        if not uses_cuda(run.config):  # a CUDA run is checked by the worker that trains it (see require_memory)
+            require_memory(run.config)
         m, t = run.config.model, run.config.train
         key = (t.data, m.vocab_size, m.context_length, t.eval_windows)
         if key not in seen:

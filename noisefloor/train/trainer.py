@@ -62,10 +62,14 @@ def require_device(name: str) -> None:
         raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
 
 
-def machine_memory_bytes(device_name: str) -> tuple[int, str]:
-    """Total memory of what a run on `device_name` allocates from: (bytes, what it is). RAM is capped by a cgroup limit."""
-    if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_properties(0).total_memory, "GPU memory"
+def uses_cuda(config: RunConfig) -> bool:
+    return config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available())
+
+
+def machine_memory_bytes(config: RunConfig) -> tuple[int, str]:
+    """Total memory a run of `config` allocates from: (bytes, what it is). RAM is capped by a cgroup limit."""
+    if uses_cuda(config):
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory, "GPU memory"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
@@ -77,10 +81,17 @@ def machine_memory_bytes(device_name: str) -> tuple[int, str]:
 
 
 def require_memory(config: RunConfig) -> None:
-    """Refuse a config whose least memory exceeds the machine's, before anything is allocated or written."""
+    """Refuse a config whose least memory exceeds the machine's, before anything is allocated or written.
+
+    A CUDA run is checked only in the process that trains it: a sweep runner, or the launcher of a torchrun
+    (DDP) run, that asked the GPU would hold a CUDA context on it for nothing. Sweep workers check their own
+    runs; DDP runs on CUDA go unchecked."""
     from noisefloor.config import minimum_training_bytes
 
-    available, what = machine_memory_bytes(config.train.device)
+    require_device(config.train.device)
+    if uses_cuda(config) and config.train.world_size > 1:
+        return
+    available, what = machine_memory_bytes(config)
     processes = config.train.world_size if what == "memory" else 1  # DDP on CPU: all ranks share the RAM
     needed = minimum_training_bytes(config) * processes
     if needed > available:
