@@ -45,24 +45,37 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     For writers that insist on a file name (safetensors.save_file, savefig).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make results unreadable to others
-    os.close(fd)
+    with naming(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
+        with naming(target):
+            os.chmod(tmp, 0o666 & ~_umask())  # after the writer: mkstemp's 0600 (and save_file's) would hide results
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+@contextmanager
+def naming(target: Path) -> Iterator[None]:
+    """An OSError (disk full, permission) while writing `target` names it: a write() error carries no file name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
+
+
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp, naming(Path(target)):
         tmp.write_bytes(data)
 
 

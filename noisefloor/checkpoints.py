@@ -233,7 +233,7 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
-def _show(name: str) -> str:
+def show_name(name: str) -> str:
     """A tensor name or key as it goes into a one-line message: quoted, escaped, short."""
     text = repr(name)
     return text if len(text) <= MAX_NAME_IN_MESSAGE else text[: MAX_NAME_IN_MESSAGE - 3] + "..."
@@ -243,7 +243,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _HeaderError(f"duplicate key {_show(key)} in the header")
+            raise _HeaderError(f"duplicate key {show_name(key)} in the header")
         result[key] = value
     return result
 
@@ -260,7 +260,7 @@ def _utf8(text: str, what: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _HeaderError(f"{what} {_show(text)} is not valid UTF-8 (lone surrogate)") from None
+        raise _HeaderError(f"{what} {show_name(text)} is not valid UTF-8 (lone surrogate)") from None
     return text
 
 
@@ -294,7 +294,7 @@ def _nonneg_int(value: Any) -> bool:
 
 
 def _tensor_info(name: str, entry: Any) -> TensorInfo:
-    where = f"tensor {_show(_utf8(name, 'tensor name'))}"
+    where = f"tensor {show_name(_utf8(name, 'tensor name'))}"
     if not isinstance(entry, dict):
         raise _HeaderError(f"{where}: entry is {type(entry).__name__}, expected an object with dtype, shape, data_offsets")
     missing = sorted(_TENSOR_KEYS - entry.keys())
@@ -302,17 +302,17 @@ def _tensor_info(name: str, entry: Any) -> TensorInfo:
         raise _HeaderError(f"{where}: missing {', '.join(missing)}")
     unknown = sorted(entry.keys() - _TENSOR_KEYS)
     if unknown:
-        raise _HeaderError(f"{where}: unknown key {_show(unknown[0])}")
+        raise _HeaderError(f"{where}: unknown key {show_name(unknown[0])}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        shown = _show(dtype) if isinstance(dtype, str) else type(dtype).__name__
+        shown = show_name(dtype) if isinstance(dtype, str) else type(dtype).__name__
         raise _HeaderError(f"{where}: unknown dtype {shown} (known: {', '.join(DTYPES)})")
     if not isinstance(shape, list):
         raise _HeaderError(f"{where}: shape is {type(shape).__name__}, expected a list of integers")
     if len(shape) > MAX_RANK:
         raise _HeaderError(f"{where}: rank {len(shape)} is above {MAX_RANK}")
     if not all(_nonneg_int(d) for d in shape):
-        raise _HeaderError(f"{where}: shape {_show(str(shape))} must hold non-negative integers below 2**64")
+        raise _HeaderError(f"{where}: shape {show_name(str(shape))} must hold non-negative integers below 2**64")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_nonneg_int(o) for o in offsets):
         raise _HeaderError(f"{where}: data_offsets must be [begin, end], non-negative integers below 2**64")
     begin, end = offsets
@@ -341,8 +341,8 @@ def _metadata(value: Any) -> dict[str, str] | None:
     for key, item in value.items():
         _utf8(key, "__metadata__ key")
         if not isinstance(item, str):
-            raise _HeaderError(f"__metadata__ {_show(key)} is {type(item).__name__}, expected a string")
-        _utf8(item, f"__metadata__ {_show(key)} value")
+            raise _HeaderError(f"__metadata__ {show_name(key)} is {type(item).__name__}, expected a string")
+        _utf8(item, f"__metadata__ {show_name(key)} value")
     return value
 
 
@@ -351,15 +351,15 @@ def _check_layout(tensors: list[TensorInfo], data_size: int) -> None:
     for info in tensors:
         if info.end > data_size:
             raise _HeaderError(
-                f"tensor {_show(info.name)}: data_offsets [{info.begin}, {info.end}] run past the data area ({data_size} bytes)"
+                f"tensor {show_name(info.name)}: data_offsets [{info.begin}, {info.end}] run past the data area ({data_size} bytes)"
             )
     position, previous = 0, None
     for info in sorted(tensors, key=lambda t: (t.begin, t.end)):
         if info.begin > position:
-            after = f"after tensor {_show(previous.name)}" if previous else "before the first tensor"
+            after = f"after tensor {show_name(previous.name)}" if previous else "before the first tensor"
             raise _HeaderError(f"{info.begin - position} unused bytes {after} (data_offsets must be contiguous)")
         if info.begin < position:
-            raise _HeaderError(f"tensors {_show(previous.name)} and {_show(info.name)} overlap")
+            raise _HeaderError(f"tensors {show_name(previous.name)} and {show_name(info.name)} overlap")
         position, previous = info.end, info
     if position != data_size:
         raise _HeaderError(f"{data_size - position} bytes after the last tensor (the data area is {data_size} bytes)")
@@ -448,7 +448,7 @@ class SafetensorsFile:
         try:
             return self.tensors[name]
         except KeyError:
-            raise UserError(f"{self.path}: no tensor {_show(name)}") from None
+            raise UserError(f"{self.path}: no tensor {show_name(name)}") from None
 
     def tensor_bytes(self, name: str) -> memoryview:
         """The raw little-endian bytes of one tensor, zero-copy from a read-only mapping.
@@ -674,15 +674,15 @@ class Comparison:
             m = self.metadata
             if m.a is None or m.b is None:
                 lines.append(f"  metadata: {'A' if m.a is None else 'B'} has no __metadata__")
-            lines += [f"  metadata: key {_show(k)} only in A" for k in m.only_in_a]
-            lines += [f"  metadata: key {_show(k)} only in B" for k in m.only_in_b]
-            lines += [f"  metadata: key {_show(k)}: {_show(m.a[k])} vs {_show(m.b[k])}" for k in m.changed]  # type: ignore[index]
-        lines += [f"  missing from B: {_show(name)}" for name in self.only_in_a]
-        lines += [f"  extra in B: {_show(name)}" for name in self.only_in_b]
-        lines += [f"  {_show(m.name)}: {m.reason}" for m in self.mismatches]
+            lines += [f"  metadata: key {show_name(k)} only in A" for k in m.only_in_a]
+            lines += [f"  metadata: key {show_name(k)} only in B" for k in m.only_in_b]
+            lines += [f"  metadata: key {show_name(k)}: {show_name(m.a[k])} vs {show_name(m.b[k])}" for k in m.changed]  # type: ignore[index]
+        lines += [f"  missing from B: {show_name(name)}" for name in self.only_in_a]
+        lines += [f"  extra in B: {show_name(name)}" for name in self.only_in_b]
+        lines += [f"  {show_name(m.name)}: {m.reason}" for m in self.mismatches]
         for d in self.differences:
             unit = "elements" if d.unit == "element" else "bytes"
-            text = f"  {_show(d.name)} {d.dtype} {list(d.shape)}: {d.differing:,} of {d.total:,} {unit} differ ({100 * d.fraction:.3g}%)"
+            text = f"  {show_name(d.name)} {d.dtype} {list(d.shape)}: {d.differing:,} of {d.total:,} {unit} differ ({100 * d.fraction:.3g}%)"
             if d.max_ulp is not None:
                 text += f"; max |a-b| {_number(d.max_abs_diff)}; max ULP {d.max_ulp:,}"
             if d.nan_mismatches:

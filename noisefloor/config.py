@@ -188,10 +188,10 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> tuple[Any, str | No
     else:
         ok = isinstance(value, str)
     if not ok:
-        return None, f"{where} must be {_type_name(base)}, got {value!r}"
+        return None, f"{where} must be {_type_name(base)}, got {_shown(value)}"
     check = f.metadata["check"]
     problem = check(value) if check else None
-    return (None, f"{where} {problem}, got {value!r}") if problem else (value, None)
+    return (None, f"{where} {problem}, got {_shown(value)}") if problem else (value, None)
 
 
 def _suggestion(key: str, known) -> str:
@@ -230,6 +230,7 @@ def _validate(raw: Any, source: str, labels: Labels, problems: Problems) -> RunC
         config = RunConfig(model=model, train=train)
         problems.extend((source, text) for text in _consistency_problems(config))
     _raise_all(problems)
+    check_plausible(config, source)
     return config
 
 
@@ -297,13 +298,13 @@ def _blog_model(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
 
 def _blog_dataset(read: _Read, path: Path, value: Any) -> None:
     if not isinstance(value, str):
-        read.problems.append((str(path), f"dataset must be a string, got {value!r}", "train.data"))
+        read.problems.append((str(path), f"dataset must be a string, got {_shown(value)}", "train.data"))
         return
     for candidate in (Path(value), path.parent / value, BLOG_DATASETS / value):
         if candidate.exists():
             read.raw["train"]["data"] = str(candidate)
             return
-    read.problems.append((str(path), f"dataset {value!r} is not a local folder (the blog's trainer downloads it from Hugging "
+    read.problems.append((str(path), f"dataset {_shown(value)} is not a local folder (the blog's trainer downloads it from Hugging "
                           f"Face): download it, e.g. `hf download {value} --repo-type dataset --local-dir "
                           f"{BLOG_DATASETS / value}` (looked for there), or add --set train.data=FOLDER", "train.data"))
 
@@ -322,7 +323,7 @@ def _blog_train(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
             if isinstance(value, bool):
                 train["precision"] = "amp-fp16" if value else "fp32"
             else:
-                read.problems.append((source, f"use_amp must be true or false, got {value!r}", "train.precision"))
+                read.problems.append((source, f"use_amp must be true or false, got {_shown(value)}", "train.precision"))
         elif key == "min_train_tokens":
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 read.min_train_tokens = value
@@ -330,19 +331,19 @@ def _blog_train(read: _Read, path: Path, values: Mapping[str, Any]) -> None:
                 read.problems.append((source, "min_train_tokens -1 (the whole dataset) needs the data's size: give the "
                                       "steps instead, e.g. --set train.steps=2000", "train.steps"))
             else:
-                read.problems.append((source, f"min_train_tokens must be a positive integer, got {value!r}", "train.steps"))
+                read.problems.append((source, f"min_train_tokens must be a positive integer, got {_shown(value)}", "train.steps"))
         elif key == "dataset":
             _blog_dataset(read, path, value)
         elif key in ("start_train_token", "start_val_token"):
             if value != 0:
-                read.problems.append((source, f"{key} {value!r}: noisefloor reads every split from its first token; "
+                read.problems.append((source, f"{key} {_shown(value)}: noisefloor reads every split from its first token; "
                                       "cut the file there, or set it to 0", None))
         elif key == "validation_batches":
             batch = values.get("microbatch_size", TrainConfig.microbatch_size)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0 and isinstance(batch, int):
                 train["eval_windows"] = value * batch
             else:
-                read.problems.append((source, f"validation_batches must be a positive integer, got {value!r}", "train.eval_windows"))
+                read.problems.append((source, f"validation_batches must be a positive integer, got {_shown(value)}", "train.eval_windows"))
         else:
             read.problems.append((source, f"unknown key {key}{_suggestion(key, [*BLOG_TRAIN_KEYS, *BLOG_TRAIN_TRANSLATED])}", None))
 
@@ -357,23 +358,111 @@ def _read_blog(read: _Read, files: list[tuple[Path, Any]]) -> _Read:
     return read
 
 
+# ---------------------------------------------------------------- plausibility
+
+# Upper limits far beyond any model or run this tool is for (GPT-3 has emb_dim 12288, 96 layers), yet
+# low enough that a typo (an extra digit, a stray exponent) is refused before anything is allocated.
+PLAUSIBLE_MAXIMUM: dict[tuple[str, str], int] = {
+    ("model", "context_length"): 1 << 20,
+    ("model", "emb_dim"): 1 << 16,
+    ("model", "n_heads"): 1 << 12,
+    ("model", "n_layers"): 1 << 10,
+    ("train", "steps"): 10**10,
+    ("train", "microbatch_size"): 1 << 16,
+    ("train", "gradient_accumulation_steps"): 1 << 16,
+    ("train", "threads"): 1 << 10,
+    ("train", "world_size"): 1 << 12,
+    ("train", "eval_interval"): 10**10,
+    ("train", "eval_windows"): 10**10,
+    ("train", "checkpoint_interval"): 10**10,
+    ("train", "keep_checkpoints"): 10**4,
+    ("train", "digest_interval"): 10**10,
+}
+
+
+def _shown(value: Any) -> str:
+    """A value for an error line: a huge number or string is summarised, never echoed whole."""
+    text = repr(value)
+    if len(text) <= 60:
+        return text
+    return f"a {len(text)}-digit number" if isinstance(value, int) else f"{text[:40]}… ({len(text)} characters)"
+
+
+def check_plausible(config: RunConfig, source: str) -> None:
+    """Refuse sizes no real run has, with one line, before a model is built or a folder written."""
+    for (section, key), maximum in PLAUSIBLE_MAXIMUM.items():
+        value = getattr(getattr(config, section), key)
+        if value > maximum:
+            raise UserError(f"{source}: [{section}] {key} = {_shown(value)} is beyond the plausible maximum {maximum}; "
+                            "check for a typo")
+    data = config.train.data
+    if not data.strip() or "\0" in data:
+        raise UserError(f"{source}: [train] data must name a source ('builtin', a file, a folder or a glob), "
+                        f"got {data!r}")
+
+
+def parameter_count(m: ModelConfig) -> int:
+    """Parameters of the model a ModelConfig builds (book layout: biases on every linear but QKV, two LayerNorms a block)."""
+    E = m.emb_dim
+    block = 4 * E * E + E + (3 * E if m.qkv_bias else 0) + 8 * E * E + 5 * E + 4 * E
+    head = 0 if m.tie_weights else m.vocab_size * E
+    return m.vocab_size * E + m.context_length * E + m.n_layers * block + 2 * E + head
+
+
+def minimum_training_bytes(config: RunConfig) -> int:
+    """A lower bound of the memory one training process needs: weights, gradients and two AdamW moments in
+    float32, plus the activations backward must keep at the least (the logits and every layer's attention
+    scores of one microbatch). A config above the machine's memory cannot run; below it, it still might not."""
+    m, t = config.model, config.train
+    windows = t.microbatch_size * m.context_length
+    logits = windows * m.vocab_size * 4
+    attention = t.microbatch_size * m.n_heads * m.context_length**2 * m.n_layers * 4
+    return 16 * parameter_count(m) + logits + attention
+
+
 # ---------------------------------------------------------------- loading
 
 
 def _parse_file(path: Path) -> Any:
-    if not path.is_file():
+    if not path.exists():
         from noisefloor.presets import PRESETS
 
         if str(path) in PRESETS:  # `--config tiny-cpu`: the built-in copy of training/tiny-cpu.toml
             return PRESETS[str(path)]
         raise UserError(f"config file not found: {path} (built-in presets: {', '.join(PRESETS)})")
-    text = path.read_bytes()
+    text = read_config_bytes(path)
     try:
         if path.suffix == ".json":
             return json.loads(text)
         return tomllib.loads(text.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # decode errors; a >4300-digit integer (ValueError); deep nesting
+        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {parse_problem(exc)}") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a megabyte is a wrong file
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """A config file's bytes: a regular file of at most MAX_CONFIG_BYTES (a FIFO or device would block or never end)."""
+    import stat
+
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: not a regular file; give a TOML or JSON config file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: {info.st_size} bytes, more than a config's {MAX_CONFIG_BYTES}; is it the right file?")
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror or exc}") from None
+
+
+def parse_problem(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if "integer string conversion" in str(exc):  # Python's own message suggests a setting, not a fix to the file
+        return "an integer with thousands of digits"
+    return str(exc)[:200]
 
 
 def _read(path: Path) -> _Read:
@@ -411,6 +500,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {value_text}")["v"]
     except tomllib.TOMLDecodeError:
         value = value_text
+    except (ValueError, RecursionError) as exc:  # a >4300-digit integer, or nesting deeper than the parser goes
+        raise UserError(f"--set {text[:60]!r}: value cannot be read ({parse_problem(exc)})") from None
     return section, name, value
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from noisefloor.errors import UserError
-from noisefloor.rundir import RunDir
+from noisefloor.rundir import RunDir, read_run_text
 
 # environment keys that decide bit-identity (the rest of the fingerprint is informative)
 IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "cpu_kernels", "blas", "device")
@@ -47,12 +47,14 @@ def read_digests(run: Path) -> dict[int, dict[str, Any]]:
     if not path.exists():
         raise UserError(f"{path} not found: the run recorded no digests (train with [train] digest_interval > 0)")
     digests = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_run_text(path).splitlines(), start=1):
         try:
             record = json.loads(line)
+            if not (isinstance(record["digest"], str) and isinstance(record.get("tensors", {}), dict)):
+                raise TypeError
             digests[int(record["step"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UserError(f"{path} line {number} is corrupt") from None
+        except (KeyError, TypeError, ValueError, RecursionError):  # bad JSON is a ValueError
+            raise UserError(f"{path} line {number} is corrupt (expected {{\"step\", \"digest\", \"tensors\"}})") from None
     return digests
 
 
@@ -77,6 +79,13 @@ def environment_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [line for line in found if not line.startswith("device.memory_bytes")]
 
 
+def _environment(run: RunDir) -> dict[str, Any]:
+    environment = run.read_json(run.manifest).get("environment", {})
+    if not isinstance(environment, dict):
+        raise UserError(f"{run.manifest} is corrupt (its environment is not an object); delete the run directory and train again")
+    return environment
+
+
 def diverge(run_a: str | Path, run_b: str | Path) -> Divergence:
     a, b = Path(run_a), Path(run_b)
     for run in (a, b):
@@ -98,11 +107,10 @@ def diverge(run_a: str | Path, run_b: str | Path) -> Divergence:
         tensors = sorted(name for name in ta.keys() | tb.keys() if ta.get(name) != tb.get(name))
         break
     dir_a, dir_b = RunDir(a), RunDir(b)
-    manifest_a, manifest_b = dir_a.read_json(dir_a.manifest), dir_b.read_json(dir_b.manifest)
     return Divergence(
         run_a=str(a), run_b=str(b), compared_steps=len(common), first_divergent_step=first,
         last_equal_step=last_equal, first_tensors=tensors,
         config_differences=differences(dir_a.read_json(dir_a.config), dir_b.read_json(dir_b.config)),
-        environment_differences=environment_differences(manifest_a.get("environment", {}), manifest_b.get("environment", {})),
+        environment_differences=environment_differences(_environment(dir_a), _environment(dir_b)),
         last_common_step=common[-1],
     )

@@ -12,3 +12,10 @@ class UserError(Exception):
     The message must name the file/row/key at fault and, where it helps,
     what to do about it. It is printed as one line.
     """
+
+
+def notice(message: str) -> None:
+    """One line on stderr about something the library did for the user (a cache rebuilt, a checkpoint skipped)."""
+    import sys
+
+    print(f"noisefloor: {message}", file=sys.stderr)

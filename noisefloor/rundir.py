@@ -18,6 +18,11 @@ from noisefloor.config import RunConfig, from_dict
 from noisefloor.errors import UserError
 
 
+RESULT_STATUSES = ("done", "diverged", "failed")
+RESULT_NUMBERS = ("test_loss", "val_loss", "seconds", "tokens_per_s")
+RESULT_TEXTS = ("error", "init_digest", "final_digest")
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -32,18 +37,59 @@ class RunDir:
     lock = property(lambda self: self.path / ".lock")
 
     def read_json(self, path: Path) -> dict[str, Any]:
+        """A run file holding one JSON object; anything else is one line naming the file and the fault."""
         try:
-            return json.loads(path.read_text())
+            value = json.loads(read_run_text(path))
         except FileNotFoundError:
             raise UserError(f"{path} not found: {self.path} is not a noisefloor run directory") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path} is corrupt ({exc}); delete the run directory and train again") from None
+        except (ValueError, RecursionError) as exc:  # bad JSON, huge integers, deep nesting
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+            raise UserError(f"{path} is corrupt ({problem}); delete the run directory and train again") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{path} is corrupt (a JSON {type(value).__name__}, not an object); "
+                            "delete the run directory and train again")
+        return value
 
     def read_config(self) -> RunConfig:
         return from_dict(self.read_json(self.config), source=str(self.config))
 
     def read_result(self) -> dict[str, Any] | None:
-        return self.read_json(self.result) if self.result.exists() else None
+        """result.json (None while the run has not ended), with the fields status, results.csv and the CLI read
+        type-checked: a damaged one is one line naming it, never a crash further on."""
+        if not self.result.exists():
+            return None
+        result = self.read_json(self.result)
+        wrong = [key for key in RESULT_NUMBERS if result.get(key) is not None
+                 and (isinstance(result[key], bool) or not isinstance(result[key], (int, float)))]
+        wrong += [key for key in RESULT_TEXTS if result.get(key) is not None and not isinstance(result[key], str)]
+        if result.get("status") not in RESULT_STATUSES:
+            wrong.append("status")
+        elif result["status"] == "done":
+            wrong += [key for key in (*RESULT_NUMBERS, "final_digest") if result.get(key) is None]
+        if wrong:
+            raise UserError(f"{self.result} is corrupt ({', '.join(dict.fromkeys(wrong))} missing or of the wrong type); "
+                            "delete it to train the run again from its last checkpoint")
+        return result
+
+
+MAX_RUN_FILE_BYTES = 1 << 30  # digests.jsonl of a 100,000-step run with digests every 10 steps is ~130 MB
+
+
+def read_run_text(path: Path) -> str:
+    """The UTF-8 text of a file in a run or sweep folder. A FIFO or device (which could block or never end),
+    an oversized file or one that is not UTF-8 is one line naming it; a missing file stays FileNotFoundError."""
+    import stat
+
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path} is not a regular file; a run folder holds only files noisefloor wrote")
+    if info.st_size > MAX_RUN_FILE_BYTES:
+        raise UserError(f"{path} is {info.st_size:,} bytes, more than any run file noisefloor writes "
+                        f"({MAX_RUN_FILE_BYTES:,}); it is not the file noisefloor wrote")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is corrupt (not UTF-8 at byte {exc.start}); delete the run directory and train again") from None
 
 
 class RunLocked(UserError):

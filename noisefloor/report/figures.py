@@ -160,7 +160,7 @@ def _focus(analysis: Analysis, losses: pd.Series) -> tuple[float, float]:
 def components_plot(analysis: Analysis) -> bytes | None:
     """Share of the baseline's test-loss variance from initialisation vs the training loop."""
     c = analysis.components
-    if c is None or c.total <= 0:
+    if c is None or c.share_init is None:  # no variance, or a fit on subnormal losses whose total is NaN
         return None
     import seaborn as sns
 

@@ -23,9 +23,10 @@ def last_training_line(metrics: Path) -> dict[str, Any] | None:
     for line in reversed(lines):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # a torn or damaged line (bad JSON, a huge number, deep nesting)
             continue
-        if "loss" in record:
+        if isinstance(record, dict) and all(isinstance(record.get(k), (int, float)) for k in ("step", "loss")) \
+                and isinstance(record.get("tokens_per_s", 0), (int, float)):
             return record
     return None
 

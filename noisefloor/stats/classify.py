@@ -232,9 +232,16 @@ def analyse_results(results: Results) -> Analysis:
         )
     floors = tuple(build_floors(cells))
     if not floors:
+        differing = [r for r in results.repeats if r.intervention == BASELINE and not r.identical]
+        failure = ""
+        if differing:  # repeats collapse into one cell: say they differ rather than count them as one run
+            names = ", ".join(repr(run)[:40] for run in differing[0].runs[:3])
+            failure = (f" (repeats {names} at init seed {differing[0].init_seed} differ: a reproducibility failure, "
+                       "see noisefloor diverge)")
+        runs = int((results.runs["intervention"] == BASELINE).sum())
         raise UserError(
-            f"{results.source}: no noise floor: the {len(base)} usable baseline run(s) share neither an init seed "
-            "nor a train_seed setting; add baseline runs with the same init_seed and other train seeds, "
+            f"{results.source}: no noise floor: the {runs} usable baseline run(s){failure} share neither "
+            "an init seed nor a train_seed setting; add baseline runs with the same init_seed and other train seeds, "
             "or with other init seeds and the same train_seed setting"
         )
     context = _Baseline.of(base, floors, results)

@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import io
 import math
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,11 @@ REQUIRED = ("intervention", "init_seed", "train_seed", "test_loss")
 NO_RESEED = "no re-seed"
 TRUE_WORDS = {"true": True, "false": False}
 CELL_KEYS = ("init_seed", "train_seed", "stream")
+# Cross-entropies are tens of nats, perplexities at most ~1e9; beyond 1e12 a value is a typo, and squares of
+# larger ones overflow the statistics' float arithmetic.
+MAX_ABS_LOSS = 1e12
+MAX_CELL_IN_MESSAGE = 40
+MAX_CSV_BYTES = 256 << 20  # classify reads at most this: ~1.3 million runs of a sweep's results.csv
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,16 @@ def read_csv_bytes(path: str | Path) -> tuple[Path, bytes]:
     """The bytes of a results CSV (or SWEEP_DIR/results.csv), read once, and where they came from."""
     csv_path = resolve_csv(path)
     try:
-        return csv_path, csv_path.read_bytes()
+        if not stat.S_ISREG(csv_path.stat().st_mode):  # a FIFO would block, a device never end: refused unopened
+            raise UserError(f"{csv_path}: not a regular file; pass a results CSV file or a sweep directory")
+        with open(csv_path, "rb") as handle:
+            data = handle.read(MAX_CSV_BYTES + 1)
     except OSError as exc:
         raise UserError(f"{csv_path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_CSV_BYTES:
+        raise UserError(f"{csv_path}: more than {MAX_CSV_BYTES >> 20} MB, the most a results table may be "
+                        "(about a million runs); is it the right file?")
+    return csv_path, data
 
 
 def read_results(path: str | Path) -> Results:
@@ -144,7 +157,7 @@ def _check_header(header: list[str], source: str) -> list[str]:
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise UserError(f"{source}: column {name!r} appears twice in the header; keep one")
+            raise UserError(f"{source}: column {_cell(name)} appears twice in the header; keep one")
         seen.add(name)
     for name in REQUIRED:
         if name not in seen:
@@ -172,7 +185,7 @@ def _validate(rows: list[tuple[int, dict[str, str]]], columns: set[str], source:
         if cell("run"):
             if run in run_lines:
                 raise UserError(
-                    f"{where}, column 'run': run name {run!r} already used on line {run_lines[run]}; "
+                    f"{where}, column 'run': run name {_cell(run)} already used on line {run_lines[run]}; "
                     "give every run a unique name"
                 )
             run_lines[run] = line
@@ -182,7 +195,7 @@ def _validate(rows: list[tuple[int, dict[str, str]]], columns: set[str], source:
         parts = intervention.split("+")
         if len(parts) > 1 and (BASELINE in parts or any(not p for p in parts)):
             raise UserError(
-                f"{where}, column 'intervention': {intervention!r} is not a valid combination; "
+                f"{where}, column 'intervention': {_cell(intervention)} is not a valid combination; "
                 "join intervention names with '+' (e.g. grad-clip+no-dropout), without 'baseline'"
             )
         if "status" in columns and cell("status") != "done":
@@ -223,17 +236,27 @@ def _integer(text: str, where: str, *, allow_empty: bool) -> int | None:
         return int(text)
     except ValueError:
         empty = " (leave it empty for a run that is not re-seeded)" if allow_empty else ""
-        raise UserError(f"{where}: {text!r} is not an integer seed{empty}") from None
+        raise UserError(f"{where}: {_cell(text)} is not an integer seed{empty}") from None
 
 
 def _loss(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(f"{where}: {text!r} is not a number; write the run's test loss (e.g. 5.1234)") from None
+        raise UserError(f"{where}: {_cell(text)} is not a number; write the run's test loss (e.g. 5.1234)") from None
     if not math.isfinite(value):
-        raise UserError(f"{where}: {text!r} is not a finite loss; fix the value or set the row's status to diverged")
+        raise UserError(f"{where}: {_cell(text)} is not a finite loss; fix the value or set the row's status to diverged")
+    if abs(value) > MAX_ABS_LOSS:
+        raise UserError(f"{where}: {_cell(text)} is beyond any plausible loss (|loss| <= {MAX_ABS_LOSS:g}); "
+                        "fix the value or set the row's status to diverged")
     return value
+
+
+def _cell(text: str) -> str:
+    """A cell for an error line: a huge cell (a 5000-digit seed) is cut, never echoed whole."""
+    if len(text) <= MAX_CELL_IN_MESSAGE:
+        return repr(text)
+    return f"{text[:MAX_CELL_IN_MESSAGE]!r}… ({len(text)} characters)"
 
 
 def _boolean(text: str, where: str) -> bool | None:
@@ -242,7 +265,7 @@ def _boolean(text: str, where: str) -> bool | None:
     try:
         return TRUE_WORDS[text.lower()]
     except KeyError:
-        raise UserError(f"{where}: {text!r} is not true or false (leave it empty when unknown)") from None
+        raise UserError(f"{where}: {_cell(text)} is not true or false (leave it empty when unknown)") from None
 
 
 def _collapse(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Repeat]]:

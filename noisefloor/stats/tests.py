@@ -122,8 +122,9 @@ def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, power: float = P
 
     if enough(2):
         return 2
-    normal = 2.0 * ((sps.norm.isf(alpha / 2.0) + sps.norm.ppf(power)) / effect) ** 2
-    guess = max(3, min(math.ceil(normal), MAX_SEEDS))
+    ratio = float(sps.norm.isf(alpha / 2.0) + sps.norm.ppf(power)) / effect
+    normal = 2.0 * ratio * ratio  # Python floats: a vanishing effect gives inf, not a numpy overflow warning
+    guess = max(3, min(math.ceil(normal), MAX_SEEDS)) if math.isfinite(normal) else MAX_SEEDS
     step = max(1, guess // 16)
     if enough(guess):  # enough(hi) holds; walk down until not enough(lo)
         hi, lo = guess, max(2, guess - step)

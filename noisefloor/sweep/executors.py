@@ -61,8 +61,11 @@ def execute_run(run_dir: str, config: dict[str, Any], time_limit_s: float | None
 def failed_result(run_dir: str, message: str, **details: Any) -> dict[str, Any]:
     result = {"status": "failed", "error": message, **details}
     run = RunDir(Path(run_dir))
-    run.path.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(run.result, result)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(run.result, result)
+    except OSError as exc:  # disk full or read-only: the runner still hears of the failure; the run stays resumable
+        result["error"] = f"{message} (and {exc.filename}: {exc.strerror}, so no result.json was written)"
     return result
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from noisefloor import atomic
 from noisefloor.errors import UserError
@@ -42,11 +43,15 @@ class SweepSummary:
 
 
 def _validate_data(plan: Plan) -> None:
-    """Tokenise each corpus once for the whole sweep, and fail on bad data before any run starts."""
+    """Tokenise each corpus once for the whole sweep, and fail on bad data or a config too big for this
+    machine before any run starts."""
     from noisefloor.train.data import prepare_data
+    from noisefloor.train.trainer import require_memory, uses_cuda
 
     seen = set()
     for run in _trainer_runs(plan.runs):
+        if not uses_cuda(run.config):  # a CUDA run is checked by the worker that trains it (see require_memory)
+            require_memory(run.config)
         m, t = run.config.model, run.config.train
         key = (t.data, m.vocab_size, m.context_length, t.eval_windows)
         if key not in seen:
@@ -88,6 +93,25 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
     store = SweepStore(atomic.out_folder(out))
     merged = store.merge_plan(plan)  # conflicts are refused before anything is written
     _validate_data(merged)
+    with _stopped_write_named(store):
+        return _run_plan(store, merged, options, observer, tick)
+
+
+@contextmanager
+def _stopped_write_named(store: SweepStore) -> Iterator[None]:
+    """A failed write of the runner's own files (disk full, read-only) is one line saying what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise UserError(f"{exc.filename or store.path}: {exc.strerror}; the sweep stopped, every finished run is kept "
+                        f"under {store.runs_dir} (an interrupted one resumes from its last checkpoint); "
+                        "once fixed, run the same command again to continue") from None
+
+
+def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: Callable[[dict[str, Any]], None],
+              tick: Callable[[], None]) -> SweepSummary:
     store.path.mkdir(parents=True, exist_ok=True)
     store.save_plan(merged)
     records = store.write_results(merged)

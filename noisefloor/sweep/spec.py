@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from noisefloor import config as config_module
-from noisefloor.config import RunConfig
+from noisefloor.config import RunConfig, parse_problem, read_config_bytes
 from noisefloor.errors import UserError
 from noisefloor.presets import PRESETS
 from noisefloor.sweep.interventions import BASELINE, Registry, parse_overrides
@@ -189,9 +189,9 @@ def from_file(path: str | Path) -> Plan:
     if not path.is_file():
         raise UserError(f"sweep spec not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        raw = tomllib.loads(read_config_bytes(path).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # decode errors, huge integers, deep nesting
+        raise UserError(f"{path}: not valid TOML: {parse_problem(exc)}") from None
     _check_keys(raw, _SPEC_KEYS, str(path))
     sweep = raw.get("sweep", {})
     if not isinstance(sweep, Mapping):

@@ -25,7 +25,7 @@ from typing import Any
 
 from noisefloor import atomic
 from noisefloor.errors import UserError
-from noisefloor.rundir import RunDir, is_locked
+from noisefloor.rundir import RunDir, is_locked, read_run_text
 from noisefloor.sweep.interventions import BASELINE
 from noisefloor.sweep.spec import CommandRun, Plan, PlannedRun, config_from_dict
 
@@ -61,11 +61,11 @@ class SweepStore:
         if not self.exists():
             raise UserError(f"{self.path} is not a sweep folder (no sweep.json); start one with noisefloor sweep")
         try:
-            raw = json.loads(self.plan_file.read_text())
+            raw = json.loads(read_run_text(self.plan_file))
             runs = [PlannedRun(r["intervention"], r["init_seed"], r["train_seed"], config_from_dict(r["config"], str(self.plan_file)))
                     for r in raw["runs"]]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{self.plan_file} is corrupt ({exc}); it cannot be resumed") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise UserError(f"{self.plan_file} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); it cannot be resumed") from None
         return Plan(raw.get("name", self.path.name), runs)
 
     def merge_plan(self, plan: Plan) -> Plan:
@@ -102,10 +102,13 @@ class SweepStore:
 
     def record(self, run: PlannedRun) -> RunRecord:
         run_dir = RunDir(self.run_dir(run))
-        manifest = _read_json(run_dir.manifest) or {}
+        try:
+            manifest = _checked_manifest(run_dir)
+            result = run_dir.read_result()
+        except UserError as exc:  # a damaged run is marked failed, naming the file; the sweep goes on
+            return RunRecord(run, "failed", {"status": "failed", "error": str(exc)}, None)
         init = (manifest.get("init_tensors"), frozenset(manifest.get("init_constant", ())))
-        result = _read_json(run_dir.result)
-        if result is not None and result.get("status") in ("done", "diverged", "failed"):
+        if result is not None:
             if result["status"] == "done" and not finished_run_is_valid(run_dir, run, result):
                 return RunRecord(run, "failed", {**result, "status": "failed",
                                                  "error": "result.json does not match the run's files"}, *init)
@@ -128,11 +131,24 @@ class SweepStore:
         atomic.write_text(self.results_file, results_csv(records))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return json.loads(read_run_text(path))
+    except (OSError, UserError, ValueError, RecursionError):  # missing, not a regular file, not JSON
         return None
+
+
+def _checked_manifest(run_dir: RunDir) -> dict[str, Any]:
+    """The fields of manifest.json the store uses, type-checked ({} while the run has not written one)."""
+    if not run_dir.manifest.exists():
+        return {}
+    manifest = run_dir.read_json(run_dir.manifest)
+    tensors, constant = manifest.get("init_tensors"), manifest.get("init_constant", [])
+    if not (tensors is None or (isinstance(tensors, dict) and all(isinstance(v, str) for v in tensors.values()))
+            or not isinstance(constant, list) or not all(isinstance(n, str) for n in constant)):
+        raise UserError(f"{run_dir.manifest} is corrupt (init_tensors/init_constant of the wrong type); "
+                        "delete the run directory and train again")
+    return manifest
 
 
 def finished_run_is_valid(run_dir: RunDir, run: PlannedRun, result: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from noisefloor import atomic
-from noisefloor.errors import UserError
+from noisefloor.errors import UserError, notice
 from noisefloor.train.tokenizer import END_OF_TEXT, get_tokenizer, tokenizer_id
 
 if TYPE_CHECKING:
@@ -209,6 +210,7 @@ class Corpus:
     corpus_hash: str
     tokenizer: str
     tokens: np.ndarray  # 1-D uint16, usually a read-only memmap
+    tokens_digest: str  # of the token stream itself (see tokens_digest): what was trained on, not only its source
     given: dict[str, np.ndarray] | None = None
     given_files: dict[str, list[str]] | None = None
 
@@ -225,6 +227,7 @@ class Corpus:
             "corpus_hash": self.corpus_hash,
             "tokenizer": self.tokenizer,
             "tokens": int(len(self.tokens)),
+            "tokens_digest": self.tokens_digest,
             "split": {name: int(len(self.split(name))) for name in SPLITS},
             "split_files": self.given_files or "90/5/5 of the token stream",
         }
@@ -248,14 +251,49 @@ def _tokenize(texts: list[str], vocab_size: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)
 
 
-def _cached(key: str, build) -> np.ndarray:
+def tokens_digest(tokens: np.ndarray) -> str:
+    """SHA-256 of the token stream as little-endian uint16: what the trainer actually reads."""
+    return "sha256:" + hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u2").view(np.uint8)).hexdigest()
+
+
+def _read_cache(path: Path, record: Path) -> tuple[np.ndarray | None, str]:
+    """(the cached tokens, their digest) if the digest recorded beside them still matches, else (None, why not)."""
+    try:
+        expected = json.loads(record.read_text())
+        tokens = np.load(path, mmap_mode="r")
+    except FileNotFoundError as exc:  # a cache written before digests were recorded, or a lost record
+        return None, f"no digest recorded beside it: {Path(exc.filename).name} is missing"
+    except (OSError, ValueError, RecursionError) as exc:  # torn .npy header or data, or an unreadable digest record
+        return None, f"it cannot be read ({type(exc).__name__})"
+    if not isinstance(expected, dict) or tokens.dtype != np.uint16 or tokens.ndim != 1:
+        return None, "its digest record or its array is malformed"
+    if expected.get("tokens") != len(tokens) or expected.get("digest") != tokens_digest(tokens):
+        return None, "its tokens no longer match the digest recorded when it was written"
+    return tokens, expected["digest"]
+
+
+def _cached(key: str, build) -> tuple[np.ndarray, str]:
+    """The tokens (and their digest) from the cache, checked against the digest recorded beside them;
+    rebuilt from the source when missing, torn or changed, kept in memory when the cache cannot be written."""
     path = cache_dir() / f"tokens-{key}.npy"
-    if not path.exists():
-        tokens = build()
-        with atomic.atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, tokens)
-    return np.load(path, mmap_mode="r")
+    record = path.with_suffix(".json")
+    if path.exists():
+        tokens, digest_or_problem = _read_cache(path, record)
+        if tokens is not None:
+            return tokens, digest_or_problem
+        notice(f"token cache {path} is not trustworthy ({digest_or_problem}); rebuilding it from the source")
+    tokens = build()
+    digest = tokens_digest(tokens)
+    try:
+        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            # np.save's bytes, written through Python so a full disk is an OSError with its errno
+            np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(tokens))
+            handle.write(np.ascontiguousarray(tokens).data)
+        atomic.write_json(record, {"digest": digest, "tokens": int(len(tokens))})
+    except OSError as exc:
+        notice(f"cannot write the token cache {exc.filename or path}: {exc.strerror or exc}; "
+               "using the tokens without caching them (the next run tokenises again)")
+    return tokens, digest
 
 
 def load_corpus(data: str, vocab_size: int) -> Corpus:
@@ -265,7 +303,7 @@ def load_corpus(data: str, vocab_size: int) -> Corpus:
         documents = builtin_documents()
         corpus_hash = _hash_texts([(str(i), d) for i, d in enumerate(documents)])
         key = f"{corpus_hash[7:23]}-{tok_id}"
-        return Corpus("builtin", corpus_hash, tok_id, _cached(key, lambda: _tokenize(documents, vocab_size)))
+        return Corpus("builtin", corpus_hash, tok_id, *_cached(key, lambda: _tokenize(documents, vocab_size)))
 
     path = Path(data)
     split_files = _split_files(path) if path.is_dir() else None
@@ -291,7 +329,7 @@ def load_corpus(data: str, vocab_size: int) -> Corpus:
     texts = [(str(f.relative_to(path)) if path.is_dir() else f.name, _read_text(f)) for f in files]
     corpus_hash = _hash_texts(texts)
     key = f"{corpus_hash[7:23]}-{tok_id}"
-    return Corpus(data, corpus_hash, tok_id, _cached(key, lambda: _tokenize([t for _, t in texts], vocab_size)))
+    return Corpus(data, corpus_hash, tok_id, *_cached(key, lambda: _tokenize([t for _, t in texts], vocab_size)))
 
 
 def _joined(arrays: list[np.ndarray]) -> np.ndarray:
@@ -316,11 +354,13 @@ def _pretokenized(source: str, files: dict[str, list[Path]], vocab_size: int) ->
         raise UserError(f"data {source}: holds token id {top}, but [model] vocab_size is {vocab_size}")
     tokens = _joined(list(arrays.values()))
     tokenizer = f"pretokenized(max id {top})"
+    # the raw little-endian uint16 streams (with their split names): already the tokens' own digest
+    digest = "sha256:" + h.hexdigest()
     if "all" in files:
-        return Corpus(source, "sha256:" + h.hexdigest(), tokenizer, tokens)
+        return Corpus(source, digest, tokenizer, tokens, digest)
     given = {name: _joined([arrays[p] for p in paths]) for name, paths in files.items()}
     names = {name: [p.name for p in paths] for name, paths in files.items()}
-    return Corpus(source, "sha256:" + h.hexdigest(), tokenizer, tokens, given, names)
+    return Corpus(source, digest, tokenizer, tokens, digest, given, names)
 
 
 class ConcatenatedTokens:

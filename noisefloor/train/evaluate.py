@@ -83,10 +83,11 @@ def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Pa
 
 def load_model(config: RunConfig, weights: Path, device: torch.device) -> torch.nn.Module:
     from noisefloor.train.model import build_model, load_state, place_on
-    from noisefloor.train.state import load_tensors
+    from noisefloor.train.state import WEIGHT_DTYPES, load_tensors
 
+    tensors = load_tensors(weights, WEIGHT_DTYPES)  # refused before a model is built for it
     model = build_model(config.model, config.train.init_seed)
-    load_state(model, load_tensors(weights), str(weights))
+    load_state(model, tensors, str(weights))
     return place_on(model, device).eval()
 
 
@@ -99,8 +100,8 @@ def evaluate(target: str, config_path: str | None = None, split: str = "test") -
     config, weights = resolve_weights(target, config_path)
     determinism.enable_deterministic_mode(config.train.threads)
     device = resolve_device(config.train.device)
+    model = load_model(config, weights, device)  # a bad weights file is refused before the data is read
     data = prepare_data(config, training=False)
-    model = load_model(config, weights, device)
     windows = data.test if split == "test" else data.val
     loss = split_loss(model, windows, config.train.microbatch_size, device, config.train.precision)
     return {"weights": str(weights), "split": split, "loss": loss, "windows": len(windows),

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisefloor.checkpoints import show_name
 from noisefloor.config import ModelConfig
 from noisefloor.errors import UserError
 from noisefloor.train.determinism import derive_seed
@@ -269,8 +270,8 @@ def load_state(model: GPTModel, tensors: dict[str, torch.Tensor], source: str) -
         parts = []
         if missing:
             parts.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}")
+        if extra:  # names from the file: escaped, so a newline or a terminal code in one cannot reach the terminal
+            parts.append(f"unexpected {', '.join(show_name(n) for n in extra[:3])}{' …' if len(extra) > 3 else ''}")
         raise UserError(f"{source}: does not match the config's model ({'; '.join(parts)})")
     for name, tensor in tensors.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):

@@ -11,13 +11,16 @@ It is written to a temporary folder and renamed into place, so a folder named
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from noisefloor import atomic
@@ -26,6 +29,7 @@ from noisefloor.errors import UserError
 
 METADATA_KEY = "noisefloor"
 CHECKPOINT_PREFIX = "step-"
+DIGEST_FILE = "digest.json"
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -39,15 +43,28 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     meta = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata is not None else None
     with atomic.atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=meta)
+        try:
+            save_file(contiguous, str(tmp), metadata=meta)
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error: make it the OSError it is
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Validate the header (torch-free) before letting safetensors read the file."""
-    from noisefloor.checkpoints import open_safetensors
+WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")  # what a model's floating-point parameters can take without losing meaning
 
-    with open_safetensors(path):
-        pass
+
+def load_tensors(path: Path, dtypes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Validate the header (torch-free) before letting safetensors read the file; with `dtypes`, refuse any
+    other tensor dtype (never cast integers, booleans, complex or 8-bit floats into weights)."""
+    from noisefloor.checkpoints import open_safetensors, show_name
+
+    with open_safetensors(path) as st:
+        for name, info in st.tensors.items():
+            if dtypes is not None and info.dtype not in dtypes and not name.endswith(".att.mask"):
+                raise UserError(f"{path}: tensor {show_name(name)} is {info.dtype}; model weights must be "
+                                f"{', '.join(dtypes)} (noisefloor does not cast them)")
     return load_file(str(path))
 
 
@@ -56,8 +73,9 @@ def state_digest(tensors: dict[str, torch.Tensor]) -> TensorDigest:
     digest = TensorDigest()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
-        raw = tensor.view(torch.uint8) if tensor.dtype != torch.bool else tensor.to(torch.uint8)
-        data = raw.numpy().reshape(-1).data if tensor.numel() else b""
+        flat = tensor.reshape(-1)  # a 0-d tensor (an optimizer step count) cannot be viewed as bytes
+        raw = flat.view(torch.uint8) if tensor.dtype != torch.bool else flat.to(torch.uint8)
+        data = raw.numpy().data if tensor.numel() else b""
         digest.add(name, SAFETENSORS_DTYPES[tensor.dtype], tuple(tensor.shape), [data], tensor.numel() * tensor.element_size())
     return digest
 
@@ -94,6 +112,12 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
 
 
+def checkpoint_digests(model_tensors: dict[str, torch.Tensor], state_tensors: dict[str, torch.Tensor],
+                        metadata: str) -> dict[str, str]:
+    return {"model": state_digest(model_tensors).hexdigest(), "state": state_digest(state_tensors).hexdigest(),
+            "metadata": "sha256:" + hashlib.sha256(metadata.encode()).hexdigest()}
+
+
 def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Tensor],
                      state_tensors: dict[str, torch.Tensor], state_json: dict[str, Any], keep: int) -> Path:
     folder = run_dir / "checkpoints"
@@ -102,8 +126,14 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     tmp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_tensors(tmp / "model.safetensors", model_tensors)
-    save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
+    try:
+        save_tensors(tmp / "model.safetensors", model_tensors)
+        save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
+        metadata = json.dumps(state_json, sort_keys=True)  # exactly the string save_tensors stored
+        atomic.write_json(tmp / DIGEST_FILE, checkpoint_digests(model_tensors, state_tensors, metadata))
+    except OSError:  # a full disk: give back the space the partial checkpoint took
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic.fsync_dir(folder)
@@ -112,19 +142,49 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     return final
 
 
+class CorruptCheckpoint(UserError):
+    """A checkpoint that cannot be read, or whose tensors no longer match the digests written with them."""
+
+
 def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """Model tensors, state tensors and state JSON, each checked against `digest.json` before it is trusted."""
     from noisefloor.checkpoints import open_safetensors
 
-    state_path = folder / "state.safetensors"
-    with open_safetensors(state_path) as st:
-        raw = (st.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise UserError(f"{state_path}: no '{METADATA_KEY}' metadata; not a noisefloor checkpoint")
-    return load_tensors(folder / "model.safetensors"), load_tensors(state_path), json.loads(raw)
+    state_path, digest_path = folder / "state.safetensors", folder / DIGEST_FILE
+    try:
+        with open_safetensors(state_path) as st:
+            raw = (st.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise CorruptCheckpoint(f"{state_path}: no '{METADATA_KEY}' metadata; not a noisefloor checkpoint")
+        try:
+            recorded = json.loads(digest_path.read_text())
+        except FileNotFoundError:
+            raise CorruptCheckpoint(f"{digest_path} is missing (a checkpoint of an older noisefloor, or damaged)") from None
+        model_tensors, state_tensors = load_tensors(folder / "model.safetensors"), load_tensors(state_path)
+        saved = json.loads(raw)
+    except CorruptCheckpoint:
+        raise
+    except UserError as exc:
+        raise CorruptCheckpoint(str(exc)) from None
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable file, bad JSON (ValueError), torn data
+        raise CorruptCheckpoint(f"{folder}: cannot be read ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(saved, dict) or not isinstance(recorded, dict):
+        raise CorruptCheckpoint(f"{folder}: its metadata or {DIGEST_FILE} is not a JSON object")
+    actual = checkpoint_digests(model_tensors, state_tensors, raw)
+    changed = [name for name, digest in actual.items() if recorded.get(name) != digest]
+    if changed:
+        files = {"model": "model.safetensors", "state": "state.safetensors", "metadata": "state.safetensors metadata"}
+        raise CorruptCheckpoint(f"{folder}: {', '.join(files[c] for c in changed)} no longer match the digest "
+                                "recorded when the checkpoint was written")
+    return model_tensors, state_tensors, saved
 
 
 def clean_partial_checkpoints(run_dir: Path) -> None:
+    """Remove what a killed writer left: partial checkpoint folders and atomic writes' temporary files
+    (`.model.safetensors.*.tmp`). Called under the run's lock, so no writer is using them."""
     folder = run_dir / "checkpoints"
     if folder.is_dir():
         for tmp in folder.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
             shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from noisefloor import __version__, atomic
 from noisefloor.config import RunConfig
 from noisefloor.digest import TensorDigest
-from noisefloor.errors import UserError
+from noisefloor.errors import UserError, notice
 from noisefloor.rundir import RunDir, exclusive
 from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
@@ -69,6 +69,45 @@ def require_compiler(config: RunConfig) -> None:
     if config.train.compile and config.train.device != "cuda" and os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
         raise UserError("[train] compile = true cannot build CPU kernels with ATEN_CPU_CAPABILITY=default "
                         "(a torch.compile limitation); unset ATEN_CPU_CAPABILITY or set train.compile = false")
+
+
+def uses_cuda(config: RunConfig) -> bool:
+    return config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available())
+
+
+def machine_memory_bytes(config: RunConfig) -> tuple[int, str]:
+    """Total memory a run of `config` allocates from: (bytes, what it is). RAM is capped by a cgroup limit."""
+    if uses_cuda(config):
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory, "GPU memory"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total, "memory"
+
+
+def require_memory(config: RunConfig) -> None:
+    """Refuse a config whose least memory exceeds the machine's, before anything is allocated or written.
+
+    A CUDA run is checked only in the process that trains it: a sweep runner, or the launcher of a torchrun
+    (DDP) run, that asked the GPU would hold a CUDA context on it for nothing. Sweep workers check their own
+    runs; DDP runs on CUDA go unchecked."""
+    from noisefloor.config import minimum_training_bytes
+
+    require_device(config.train.device)
+    if uses_cuda(config) and config.train.world_size > 1:
+        return
+    available, what = machine_memory_bytes(config)
+    processes = config.train.world_size if what == "memory" else 1  # DDP on CPU: all ranks share the RAM
+    needed = minimum_training_bytes(config) * processes
+    if needed > available:
+        gib = lambda n: f"{n / 2**30:,.1f} GiB"
+        raise UserError(f"this config needs at least {gib(needed)} of {what} to train (weights, gradients, AdamW moments, "
+                        f"logits and attention scores of one microbatch), this machine has {gib(available)}; "
+                        "use a smaller model, microbatch_size or context_length")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -231,10 +270,10 @@ class Trainer:
                 for path in (self.run.metrics, self.run.digests):
                     path.unlink(missing_ok=True)
             return {"step": 0, "train_seconds": 0.0}
-        model_tensors, state_tensors, saved = state.read_checkpoint(folders[-1])
+        folder, (model_tensors, state_tensors, saved) = self._newest_good_checkpoint(folders)
         if saved.get("config_digest") != self.config.digest():
-            raise UserError(f"{folders[-1]}: checkpoint belongs to another config; it cannot be resumed here")
-        load_state(self.raw_model, model_tensors, str(folders[-1]))
+            raise UserError(f"{folder}: checkpoint belongs to another config; it cannot be resumed here")
+        load_state(self.raw_model, model_tensors, str(folder))
         # load_state_dict moves the moments onto each parameter's device
         state.restore_optimizer(self.optimizer, self.param_names, state_tensors, saved["param_groups"])
         if saved.get("scaler"):
@@ -245,6 +284,19 @@ class Trainer:
             _rewrite_lines_up_to(self.run.metrics, saved["step"])
             _rewrite_lines_up_to(self.run.digests, saved["step"])
         return saved
+
+    def _newest_good_checkpoint(self, folders: list[Path]):
+        """The newest checkpoint whose bits match its recorded digests; a bad one is skipped with a line,
+        and when none is left the resume stops with one line rather than trust it."""
+        for position in range(len(folders) - 1, -1, -1):
+            try:
+                return folders[position], state.read_checkpoint(folders[position])
+            except state.CorruptCheckpoint as exc:
+                if position == 0:
+                    raise UserError(f"{exc}; no earlier checkpoint to fall back to: delete {folders[position]} "
+                                    "to train this run again from step 0") from None
+                if self.main:
+                    notice(f"{exc}; falling back to {folders[position - 1].name}")
 
     def _checkpoint(self, step: int, train_seconds: float) -> None:
         rng_values, rng_tensors = distributed.rng_of_all_ranks(*determinism.capture_rng(), self.ranks)
@@ -375,9 +427,23 @@ class Trainer:
 def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resume: bool,
          data: Data | None = None) -> dict[str, Any]:
     """In this process, or through torchrun when the run asks for several processes."""
-    if config.train.world_size > 1:
-        return distributed.launch(run.path, config, progress)
-    return Trainer(config, run.path, progress, data=data).run_training(resume=resume)
+    try:
+        if config.train.world_size > 1:
+            return distributed.launch(run.path, config, progress)
+        return Trainer(config, run.path, progress, data=data).run_training(resume=resume)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise UserError(f"{exc.filename or run.path}: {exc.strerror} while training {run.path}; "
+                        f"{_what_was_kept(run)}; once fixed, continue with noisefloor train --resume {run.path}") from None
+
+
+def _what_was_kept(run: RunDir) -> str:
+    """What a run that stopped on a failed write still has on disk (writes are atomic: nothing half-written)."""
+    checkpoints = state.checkpoint_dirs(run.path)
+    if checkpoints:
+        return f"kept its config and its newest checkpoint {checkpoints[-1].name}"
+    return "kept its config, no checkpoint yet (a resume starts from step 0)"
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -385,10 +451,11 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: Progress
     run = RunDir(atomic.out_folder(run_dir))
     if run.config.exists():
         raise UserError(f"{run.path} already holds a run; resume it with --resume or choose another --out")
-    # a missing device, a bad data source or context length fails before anything is written
+    # a missing device, a bad data source, context length or a model too big fails before anything is written
     require_device(config.train.device)
     require_compiler(config)
     data = prepare_data(config)
+    require_memory(config)
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
         atomic.write_json(run.config, config.to_dict())
@@ -401,6 +468,7 @@ def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = 
     if not run.path.is_dir():
         raise UserError(f"run directory not found: {run.path}")
     config = run.read_config()
+    require_memory(config)
     with exclusive(run):
         finished = run.read_result()
         if finished is not None:
