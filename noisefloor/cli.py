@@ -48,6 +48,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not low < value < high:
+        raise argparse.ArgumentTypeError(f"{what}, got {text}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    return _number(text, 0.0, 0.5, "alpha must be between 0 and 0.5 (e.g. 0.05)")
+
+
+def _positive_number(text: str) -> float:
+    return _number(text, 0.0, float("inf"), "must be a positive number (nats/token, e.g. 0.01)")
+
+
 def _seed(text: str) -> int:
     from noisefloor.config import MAX_SEED
 
@@ -465,8 +483,18 @@ def _source_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _decision_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the decision (default 0.05)")
+    parser.add_argument(
+        "--margin", type=_positive_number, metavar="NATS",
+        help="equivalence margin in nats/token: an effect smaller than this does not matter to you; without it "
+        "no intervention is decided noise",
+    )
+
+
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     _source_argument(parser)
+    _decision_arguments(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the analysis as JSON (schema in the README)")
     output.add_argument(
@@ -479,7 +507,7 @@ def _classify(args: argparse.Namespace) -> int:
     from noisefloor.report import tables
     from noisefloor.stats.classify import analyse
 
-    analysis = analyse(args.source)
+    analysis = analyse(args.source, args.alpha, args.margin)
     if args.json:
         import json
 
@@ -497,13 +525,14 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _source_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder, e.g. reports/NAME")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    _decision_arguments(parser)
 
 
 @command("report", "Markdown and self-contained HTML report with figures, from a results CSV", _report_arguments)
 def _report(args: argparse.Namespace) -> int:
     from noisefloor.report.write import write_report
 
-    written = write_report(args.source, args.out)
+    written = write_report(args.source, args.out, args.alpha, args.margin)
     if not args.quiet:
         _console().print(f"report written to {written.markdown} and {written.html}", markup=False)
     return 0

@@ -36,7 +36,8 @@ def test_json_has_the_documented_schema(capsys):
         assert floor_keys <= floor.keys() and floor["kind"] in ("init", "train")
         assert len(floor["band_3sd"]) == 2 and len(floor["prediction_interval_997"]) == 2
     keys = {"intervention", "test_loss", "floor", "floor_kind", "verdict", "direction", "z", "delta", "band_3sd",
-            "prediction_interval_997", "false_positive_rate_3sd", "p_welch", "p_paired", "p_holm", "seeds_needed"}  # fmt: skip
+            "prediction_interval_997", "false_positive_rate_3sd", "p_welch", "p_paired", "p_holm", "decision", "ci", "margin_for_noise", "e_value", "anytime_signal",
+            "disagreement"}  # fmt: skip
     for item in data["interventions"]:
         assert keys <= item.keys() and item["verdict"] in ("signal", "noise", "undecided")
     by_name = {i["intervention"]: i for i in data["interventions"]}
@@ -52,12 +53,18 @@ def test_csv_format_has_one_section_per_table(capsys):
     for block in text.strip().split("\n\n"):
         key, body = block.split("\n", 1)
         sections[key.lstrip("# ")] = list(csv.DictReader(io.StringIO(body)))
-    expected = {"floors", "floor_bands", "interventions", "statistics", "floor_choice", "variance_components",
+    expected = {"floors", "floor_bands", "interventions", "disagreements", "statistics", "floor_choice", "variance_components",
                 "factorial", "repeats", "left_out"}  # fmt: skip
     assert sections.keys() == expected
     rows = {r["intervention"]: r for r in sections["interventions"]}
-    assert rows["weight-tying"]["verdict"] == "signal (worse)"
+    assert rows["weight-tying"]["3-SD verdict"] == "signal (worse) *"
     assert rows["grad-clip"]["z (SDs)"] == "-3.07"
+    # the example: the 3-SD rule calls grad-clip signal although its Holm p is 0.35
+    assert rows["grad-clip"]["decision"] == "undecided" and rows["grad-clip"]["3-SD verdict"] == "signal (better) *"
+    assert rows["lr-cosine"]["decision"] == "signal (better)"
+    plain = {r["intervention"]: r["in plain words"] for r in sections["disagreements"]}
+    assert plain["grad-clip"].startswith("3-SD rule: signal (better), but decision: undecided, because Holm p = 0.351")
+    assert "no-dropout" not in plain
     assert sections["floor_bands"][0]["3-SD FPR"] == "12.2%"
     stats = {r["intervention"]: r for r in sections["statistics"]}
     assert stats["lr-cosine"]["p (test)"] == "0.00297 paired" and stats["grad-clip"]["p Holm"] == "0.351"
@@ -76,7 +83,8 @@ def test_report_renders_the_numbers_classify_prints(tmp_path, capsys):
     for block in markdown.split("\n\n"):
         if block.startswith("|"):
             assert block.strip() in report  # every table, cell for cell
-    assert "signal (better): Δ = -0.0118 nats/token, -3.07 SD against train@init_seed=42" in report
+    assert ("undecided (90% CI -0.0248…+0.0012; 3-SD rule: signal (better) (disagrees, see below)): "
+            "Δ = -0.0118 nats/token, -3.07 SD against train@init_seed=42") in report
     assert "![Test loss per intervention against its floor](test_loss.png)" in report
 
 

@@ -124,7 +124,9 @@ def test_undecided_with_the_reason(tmp_path):
     init_only = {(42, None): 5.10, (22, None): 5.12}
     rows = study_rows(init_only, [run("same", 42, None, 5.0, True), run("diff", 42, None, 5.0, False)])
     v = verdicts_of(write_csv(tmp_path / "a.csv", rows))
-    assert v["same"].verdict == "undecided" and "no training-loop floor" in v["same"].notes[-1]
+    # same_init=true without a training-loop floor falls back to the init floor, like an unknown same_init
+    assert v["same"].verdict == "signal" and v["same"].floor.name == "init@no-reseed"
+    assert "training-loop floor is missing: judged against the init floor" in v["same"].notes[-1]
     assert v["diff"].verdict == "signal"
     rows = study_rows(BASE, [run("elsewhere", 7, None, 5.0, True)])
     (v,) = analyse(write_csv(tmp_path / "b.csv", rows)).verdicts

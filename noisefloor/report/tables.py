@@ -54,18 +54,32 @@ def verdict_text(v: Verdict) -> str:
     return f"{v.verdict} ({v.direction})" if v.verdict == SIGNAL else v.verdict
 
 
+def decision_text(v: Verdict) -> str:
+    return f"{v.decision} ({v.decision_direction})" if v.decision == SIGNAL else v.decision
+
+
+def signed_interval(pair) -> str:
+    return "–" if pair is None else f"{pair[0]:+.4f}…{pair[1]:+.4f}"
+
+
+def evalue(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3g}" if x < 1e6 else ">1e6"
+
+
 def kind_text(kind: str) -> str:
     return "training loop" if kind == TRAIN else "init"
 
 
-PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses"}  # columns that may wrap in a terminal
+PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses", "in plain words"}  # columns that may wrap in a terminal
 TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
 
 
 def tables(analysis: Analysis) -> list[Table]:
     """Each table narrow enough for a 120-column terminal: floors and interventions come in two parts."""
     out = [_floors(analysis), _floor_bands(analysis), _interventions(analysis)]
-    optional = (_honest_numbers, _floor_choice, _components, _factorial, _repeats, _left_out)
+    optional = (_disagreements, _honest_numbers, _floor_choice, _components, _factorial, _repeats, _left_out)
     return out + [t for t in (make(analysis) for make in optional) if t]
 
 
@@ -104,17 +118,26 @@ def _interventions(a: Analysis) -> Table:
         (
             v.intervention,
             str(len(v.runs)),
-            loss(v.test_loss),
             v.floor.name if v.floor else "–",
             signed(v.delta),
+            decision_text(v),
+            signed_interval(v.ci),
+            verdict_text(v) + ("" if v.agrees else " *"),
             signed(v.z, 2),
-            verdict_text(v),
-            signed(v.delta_matched),
         )
         for v in a.verdicts
     )
-    columns = ("intervention", "runs", "test loss", "floor", "Δ", "z (SDs)", "verdict", "Δ vs same seeds")
-    return Table("interventions", "Interventions: verdict by the 3-SD rule", columns, rows)
+    level = f"{100 * (1 - 2 * a.alpha):g}% CI of Δ"
+    columns = ("intervention", "runs", "floor", "Δ", "decision", level, "3-SD verdict", "z (SDs)")
+    title = f"Interventions: decision (α = {a.alpha:g}) beside the 3-SD rule (* = they disagree)"
+    return Table("interventions", title, columns, rows)
+
+
+def _disagreements(a: Analysis) -> Table | None:
+    rows = tuple((v.intervention, v.disagreement) for v in a.verdicts if v.disagreement)
+    if not rows:
+        return None
+    return Table("disagreements", "Where the 3-SD rule and the decision disagree", ("intervention", "in plain words"), rows)
 
 
 def _honest_numbers(a: Analysis) -> Table | None:
@@ -123,16 +146,19 @@ def _honest_numbers(a: Analysis) -> Table | None:
     rows = tuple(
         (
             v.intervention,
-            interval(v.band_3sd),
+            loss(v.test_loss),
             interval(v.prediction_interval_997),
             percent(v.false_positive_rate_3sd),
             f"{pvalue(v.primary.p_value)} {TEST_LABELS[v.primary.test]}" if v.primary else "–",
             pvalue(v.p_holm),
-            "–" if v.seeds_needed is None else str(v.seeds_needed),
+            evalue(v.e_value) + (" (signal)" if v.anytime_signal else ""),
+            spread(v.margin_for_noise),
+            signed(v.delta_matched),
         )
         for v in a.verdicts
     )
-    columns = ("intervention", "3-SD band", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "seeds needed")
+    columns = ("intervention", "test loss", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "e-value", "min margin",
+               "Δ paired")
     return Table("statistics", "Interventions: the honest small-n numbers", columns, rows)
 
 
@@ -258,7 +284,7 @@ def to_html(items: list[Table]) -> str:
 
 
 def _css(cell: str) -> str:
-    if cell.startswith(SIGNAL):
+    if cell.startswith(SIGNAL) and len(cell) < 20:  # a verdict or decision cell, not prose
         return "better" if "better" in cell else "worse"
     if cell == UNDECIDED:
         return "undecided"

@@ -90,13 +90,17 @@ class Floor:
         return (self.mean - sds * self.sd, self.mean + sds * self.sd)
 
     @property
-    def prediction_interval_997(self) -> tuple[float, float]:
+    def prediction_interval_997(self) -> tuple[float, float] | None:
+        """None for a floor without spread: a zero-width interval would claim certainty it does not have."""
+        if self.constant:
+            return None
         half = prediction_half_width(self.sd, self.df, one_run_factor(self.n))
         return (self.mean - half, self.mean + half)
 
     @property
-    def false_positive_rate_3sd(self) -> float:
-        return false_positive_rate(self.df, one_run_factor(self.n))
+    def false_positive_rate_3sd(self) -> float | None:
+        """None for a floor without spread: with SD 0 the 3-SD rule has no false-positive rate to speak of."""
+        return None if self.constant else false_positive_rate(self.df, one_run_factor(self.n))
 
     def to_json(self) -> dict:
         out = {
@@ -112,12 +116,41 @@ class Floor:
             "sd": self.sd,
             "sd_population": self.sd_population,
             "constant": self.constant,
-            "prediction_interval_997": list(self.prediction_interval_997),
+            "prediction_interval_997": None if self.constant else list(self.prediction_interval_997),
             "false_positive_rate_3sd": self.false_positive_rate_3sd,
         }
         for sds in BAND_SDS:
             out[f"band_{sds}sd"] = list(self.band(sds))
         return out
+
+
+@dataclass(frozen=True)
+class PooledSD:
+    """The training-loop SD pooled over the init seeds' training-loop floors (assumed equal at every seed):
+    s² = Σ (n_i - 1) s_i² / Σ (n_i - 1) with df = Σ (n_i - 1), more degrees of freedom than any one floor."""
+
+    floors: tuple[Floor, ...]
+
+    @property
+    def df(self) -> int:
+        return sum(f.df for f in self.floors)
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(sum(f.df * f.sd**2 for f in self.floors) / self.df)
+
+    @property
+    def init_seeds(self) -> tuple[int, ...]:
+        return tuple(f.init_seed for f in self.floors)
+
+    def to_json(self) -> dict:
+        return {"sd": self.sd, "df": self.df, "floors": [f.name for f in self.floors]}
+
+
+def pooled_train_sd(floors: Iterable[Floor]) -> PooledSD | None:
+    """The pooled training-loop SD when there are >= 2 training-loop floors, else None."""
+    train = tuple(f for f in floors if f.kind == TRAIN)
+    return PooledSD(train) if len(train) >= 2 else None
 
 
 def train_floor_name(init_seed: int) -> str:

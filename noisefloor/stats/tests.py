@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -29,6 +30,15 @@ class TestResult:
     df: float | None
     p_value: float | None
     note: str | None = None
+    estimate: float | None = None  # the difference the test is about (intervention - baseline)
+    se: float | None = None  # its standard error; statistic = estimate / se
+
+    def interval(self, level: float) -> tuple[float, float] | None:
+        """Two-sided `level` confidence interval of the estimate: estimate ± t_{(1+level)/2, df} · se."""
+        if self.p_value is None or self.estimate is None or self.se is None:
+            return None
+        half = float(sps.t.ppf(0.5 + level / 2.0, self.df)) * self.se
+        return (self.estimate - half, self.estimate + half)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -53,7 +63,9 @@ def welch(intervention: Sequence[float], floor: Sequence[float]) -> TestResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sps.ttest_ind(intervention, floor, equal_var=False)
-    return TestResult("welch", float(res.statistic), float(res.df), float(res.pvalue))
+    estimate = statistics.fmean(intervention) - statistics.fmean(floor)
+    se = math.sqrt(sum(_variance(v) / len(v) for v in (intervention, floor)))
+    return TestResult("welch", float(res.statistic), float(res.df), float(res.pvalue), None, estimate, se)
 
 
 def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResult:
@@ -64,7 +76,12 @@ def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sps.ttest_rel(intervention, baseline)
-    return TestResult("paired", float(res.statistic), float(res.df), float(res.pvalue))
+    se = math.sqrt(_variance(differences) / len(differences))
+    return TestResult("paired", float(res.statistic), float(res.df), float(res.pvalue), None, statistics.fmean(differences), se)
+
+
+def _variance(values: Sequence[float]) -> float:
+    return statistics.variance(values) if len(values) > 1 else 0.0
 
 
 def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
@@ -72,7 +89,7 @@ def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
     if sd == 0:
         return TestResult("prediction", None, df, None, "the floor has no spread: the test is undefined")
     statistic = delta / (sd * factor)
-    return TestResult("prediction", statistic, df, float(2.0 * sps.t.sf(abs(statistic), df)))
+    return TestResult("prediction", statistic, df, float(2.0 * sps.t.sf(abs(statistic), df)), None, delta, sd * factor)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
