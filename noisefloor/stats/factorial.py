@@ -31,6 +31,7 @@ import pandas as pd
 
 from noisefloor.stats.components import Components
 from noisefloor.stats.table import BASELINE
+from noisefloor.stats.tests import t_ppf, t_sf
 
 SEP = "+"
 NOT_IDENTIFIABLE = "not identifiable from these runs (needs runs of each part alone and together); the other terms assume it is 0"
@@ -166,7 +167,5 @@ def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarr
 
 
 def _t_test(estimate: float, se: float, df: int) -> tuple[float, tuple[float, float]]:
-    from scipy import stats as sps
-
-    half = float(sps.t.ppf(0.975, df)) * se
-    return float(2.0 * sps.t.sf(abs(estimate / se), df)), (estimate - half, estimate + half)
+    half = t_ppf(0.975, df) * se
+    return 2.0 * t_sf(abs(estimate / se), df), (estimate - half, estimate + half)

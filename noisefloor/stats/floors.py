@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from scipy import stats as sps
 
 from noisefloor.stats.table import BASELINE, NO_RESEED
-from noisefloor.stats.tests import has_spread
+from noisefloor.stats.tests import has_spread, t_ppf, t_sf
 
 TRAIN = "train"
 INIT = "init"
@@ -38,12 +37,12 @@ BAND_SDS = (1, 2, 3)
 
 def false_positive_rate(df: int, factor: float, sds: float = 3.0) -> float:
     """P(|X̄ - m| > sds·s) under normality with no real effect: 2 (1 - T_df(sds / factor))."""
-    return float(2.0 * sps.t.sf(sds / factor, df))
+    return 2.0 * t_sf(sds / factor, df)
 
 
 def prediction_half_width(sd: float, df: int, factor: float, level: float = PI_LEVEL) -> float:
     """Half-width of the Student-t prediction interval: t_{(1+level)/2, df} · sd · factor."""
-    return float(sps.t.ppf(0.5 + level / 2.0, df) * sd * factor)
+    return t_ppf(0.5 + level / 2.0, df) * sd * factor
 
 
 def one_run_factor(n: int) -> float:
