@@ -195,3 +195,44 @@ def test_a_floor_differing_only_in_floating_point_noise_is_constant(tmp_path):
     rows = [run("baseline", 42, None, 5.1), run("baseline", 42, 23, 5.1000000000001), run("x", 42, None, 5.1001, True)]
     (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
     assert v.verdict == "undecided" and v.floor.constant and v.floor.sd == 0.0
+
+
+def test_zero_spread_floor_reports_no_rate_and_no_zero_width_interval(tmp_path):
+    rows = [run("baseline", 42, None, 5.1), run("baseline", 42, 23, 5.1), run("x", 42, None, 5.1001, True)]
+    analysis = analyse(write_csv(tmp_path / "r.csv", rows))
+    (v,) = analysis.verdicts
+    assert v.verdict == "undecided" and v.decision == "undecided"
+    assert (v.false_positive_rate_3sd, v.prediction_interval_997, v.band_3sd) == (None, None, None)
+    (floor,) = analysis.to_json()["floors"]
+    assert floor["false_positive_rate_3sd"] is None and floor["prediction_interval_997"] is None
+
+
+def test_same_init_with_a_zero_spread_training_loop_floor_falls_back_to_the_init_floor(tmp_path):
+    base = {(42, None): 5.10, (42, 23): 5.10, (22, None): 5.12, (67, None): 5.09}
+    rows = study_rows(base, [run("x", 42, None, 5.0, True)])
+    with_column = {v.intervention: v for v in analyse(write_csv(tmp_path / "a.csv", rows)).verdicts}["x"]
+    rows_unknown = study_rows(base, [run("x", 42, None, 5.0, None)])
+    unknown = analyse(write_csv(tmp_path / "b.csv", rows_unknown)).verdicts[0]
+    assert with_column.floor.name == unknown.floor.name == "init@no-reseed"  # knowing more does not lose the verdict
+    assert (with_column.verdict, with_column.delta) == (unknown.verdict, unknown.delta)
+    assert "training-loop floor has no spread: judged against the init floor" in with_column.notes[-1]
+
+
+def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
+    """3x3 grid: pooled s² = Σ (n_i - 1) s_i² / Σ (n_i - 1) with 6 df, not one seed's 2 df."""
+    grid = {(42, None): 5.1032, (42, 23): 5.1068, (42, 67): 5.0991, (22, None): 5.1251, (22, 23): 5.1190,
+            (22, 67): 5.1302, (67, None): 5.0874, (67, 23): 5.0930, (67, 67): 5.0861}  # fmt: skip
+    rows = study_rows(grid, [run("x", 22, 23, 5.1010, True)])
+    analysis = analyse(write_csv(tmp_path / "r.csv", rows))
+    (v,) = analysis.verdicts
+    variances = [np.var([x for (i, _), x in grid.items() if i == seed], ddof=1) for seed in (42, 22, 67)]
+    pooled = math.sqrt(sum(2 * s2 for s2 in variances) / 6)
+    assert v.floor.name == "train@init_seed=22" and "pooled" in v.floor_reason
+    assert (v.sd, v.df) == (pytest.approx(pooled), 6)
+    assert v.reference == pytest.approx(np.mean([grid[(22, t)] for t in (None, 23, 67)]))
+    f = math.sqrt(1 + 1 / 3)
+    assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / f, 6))
+    half = stats.t.ppf(0.9985, 6) * pooled * f
+    assert v.prediction_interval_997 == pytest.approx((v.reference - half, v.reference + half))
+    assert v.paired is None and v.primary.test == "prediction" and v.prediction.df == 6  # one pair: prediction test
+    assert analysis.to_json()["pooled_training_loop_sd"]["df"] == 6

@@ -11,6 +11,14 @@ apart from e and is left out of the model.
 Variance from the training loop = var(b) + var(e) (what changes when only the
 stream changes); variance from initialisation = var(a).
 
+The REML optimiser can stop short or fail to converge on crossed designs
+(a third of simulated 3x3 grids with statsmodels' default). So the fit is run
+with several optimisers (L-BFGS, Powell, Nelder-Mead), only converged fits
+count, and the one with the highest restricted likelihood wins (L-BFGS may
+report convergence at a worse point). When none converges, the components
+come from one-way ANOVA (method of moments, init seed as the factor) and say
+so: a non-converged fit is never reported.
+
 Needs baseline runs at >= 2 init seeds and >= 2 streams at one init seed
 (the study's L-shaped design qualifies, as does a full init x train grid).
 """
@@ -26,6 +34,10 @@ import pandas as pd
 from noisefloor.stats.table import BASELINE, NO_RESEED
 
 
+REML_METHODS = ("lbfgs", "powell", "nm")
+REML, ANOVA = "REML", "ANOVA"
+
+
 @dataclass(frozen=True)
 class Components:
     n_runs: int
@@ -34,6 +46,7 @@ class Components:
     var_init: float
     var_stream: float | None
     var_residual: float
+    method: str = REML  # REML, or ANOVA when no REML fit converged
 
     @property
     def var_train(self) -> float:
@@ -51,9 +64,17 @@ class Components:
     def share_train(self) -> float | None:
         return self.var_train / self.total if self.total > 0 else None
 
+    @property
+    def method_text(self) -> str:
+        if self.method == ANOVA:
+            return ("one-way ANOVA, method of moments (no REML fit converged; the training stream's variance is "
+                    "inside the training-loop component)")
+        design = "crossed random effects" if self.crossed else "random intercept per init seed"
+        return f"REML, statsmodels MixedLM ({design}; best converged fit of {', '.join(REML_METHODS)})"
+
     def to_json(self) -> dict:
         return {
-            "method": "REML, statsmodels MixedLM (" + ("crossed random effects" if self.crossed else "random intercept per init seed") + ")",
+            "method": self.method_text,
             "n_runs": self.n_runs,
             "n_init_seeds": self.n_init_seeds,
             "crossed": self.crossed,
@@ -70,7 +91,6 @@ class Components:
 
 def variance_components(cells: pd.DataFrame) -> tuple[Components | None, str | None]:
     """Fit the components on the baseline cells; (None, reason) when the design cannot."""
-    import statsmodels.formula.api as smf
 
     base = cells[cells["intervention"] == BASELINE]
     per_init = base.groupby("init_seed")["stream"].nunique()
@@ -95,20 +115,17 @@ def variance_components(cells: pd.DataFrame) -> tuple[Components | None, str | N
     if data["y"].nunique() == 1:
         return Components(len(data), len(per_init), crossed, 0.0, 0.0 if crossed else None, 0.0), None
     # Centre and scale so the optimiser works on O(1) numbers; variances scale back by scale**2.
+    raw = data["y"].to_numpy()
     centre, scale = data["y"].mean(), data["y"].std(ddof=1)
     data["y"] = (data["y"] - centre) / scale
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if crossed:  # crossed random effects: one group, a variance component each
-                vc = {"init": "0 + C(init)", "stream": "0 + C(stream)"}
-                fit = smf.mixedlm("y ~ 1", data, groups="group", re_formula="0", vc_formula=vc).fit(reml=True)
-                var = dict(zip(fit.model.exog_vc.names, (float(v) for v in fit.vcomp)))
-            else:  # nested: a random intercept per init seed
-                fit = smf.mixedlm("y ~ 1", data, groups="init").fit(reml=True)
-                var = {"init": float(fit.cov_re.iloc[0, 0])}
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        return None, f"variance components: the REML fit failed ({exc})"
+    fit = _best_reml_fit(data, crossed)
+    if fit is None:
+        var_init, var_train = anova_components(raw, data["init"].to_numpy())
+        return Components(len(data), len(per_init), crossed, var_init, None, var_train, ANOVA), None
+    if crossed:
+        var = dict(zip(fit.model.exog_vc.names, (float(v) for v in fit.vcomp)))
+    else:
+        var = {"init": float(fit.cov_re.iloc[0, 0])}
     var = {name: v * scale**2 for name, v in var.items()}
     return (
         Components(
@@ -121,3 +138,37 @@ def variance_components(cells: pd.DataFrame) -> tuple[Components | None, str | N
         ),
         None,
     )
+
+
+def _best_reml_fit(data: pd.DataFrame, crossed: bool):
+    """The converged REML fit with the highest restricted likelihood over REML_METHODS, or None."""
+    from statsmodels.regression.mixed_linear_model import MixedLM  # lazily: statsmodels is slow to import
+
+    if crossed:  # crossed random effects: one group, a variance component each
+        vc = {"init": "0 + C(init)", "stream": "0 + C(stream)"}
+        model = MixedLM.from_formula("y ~ 1", data, groups="group", re_formula="0", vc_formula=vc)
+    else:  # nested: a random intercept per init seed
+        model = MixedLM.from_formula("y ~ 1", data, groups="init")
+    best = None
+    for method in REML_METHODS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence is read from fit.converged, not from warnings
+                fit = model.fit(reml=True, method=[method])
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            continue
+        if fit.converged and np.isfinite(fit.llf) and (best is None or fit.llf > best.llf + 1e-9):
+            best = fit
+    return best
+
+
+def anova_components(y: np.ndarray, init: np.ndarray) -> tuple[float, float]:
+    """(var_init, var_train) by one-way random-effects ANOVA with unequal group sizes (method of moments):
+    var_train = MS_within, var_init = (MS_between - MS_within) / n0, n0 = (N - Σ n_i² / N) / (k - 1), floored at 0."""
+    groups = pd.Series(y).groupby(init)
+    sizes, means = groups.size().to_numpy(), groups.mean().to_numpy()
+    n, k = len(y), len(sizes)
+    ms_within = float(((y - groups.transform("mean").to_numpy()) ** 2).sum() / (n - k))
+    ms_between = float((sizes * (means - y.mean()) ** 2).sum() / (k - 1))
+    n0 = (n - (sizes**2).sum() / n) / (k - 1)
+    return max((ms_between - ms_within) / n0, 0.0), ms_within
