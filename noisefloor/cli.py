@@ -17,7 +17,7 @@ from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-ORDER = ("demo", "train", "eval", "smoke", "sweep", "reseed", "status", "classify", "report",
+ORDER = ("demo", "train", "eval", "smoke", "sweep", "reseed", "status", "classify", "plan", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
@@ -518,6 +518,37 @@ def _classify(args: argparse.Namespace) -> int:
         sys.stdout.write(tables.to_markdown(tables.tables(analysis)) + tables.notes_markdown(analysis))
     else:
         tables.render_rich(analysis, _console())
+    return 0
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    _source_argument(parser)
+    parser.add_argument("--effect", type=_positive_number, required=True, metavar="NATS",
+                        help="the smallest effect on test loss you want to detect, in nats/token (e.g. 0.01)")
+    parser.add_argument("--alpha", type=_alpha, default=0.05, help="two-sided test level (default 0.05)")
+    parser.add_argument("--power", type=_alpha_power, default=0.8, help="power to reach (default 0.8)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _alpha_power(text: str) -> float:
+    return _number(text, 0.0, 1.0, "power must be between 0 and 1 (e.g. 0.8)")
+
+
+@command("plan", "seeds per arm to detect a stated effect, from the pilot floors' SDs", _plan_arguments)
+def _plan(args: argparse.Namespace) -> int:
+    from noisefloor.report import tables
+    from noisefloor.stats.classify import analyse
+    from noisefloor.stats.plan import plan_seeds
+
+    analysis = analyse(args.source)
+    rows = plan_seeds(analysis.floors, analysis.pooled_train, args.effect, args.alpha, args.power)
+    if args.json:
+        import json
+
+        print(json.dumps({"effect": args.effect, "alpha": args.alpha, "power": args.power,
+                          "floors": [r.to_json() for r in rows]}, indent=2))
+    else:
+        tables.render_plan(tables.plan_table(rows, args.effect, args.alpha, args.power), _console())
     return 0
 
 

@@ -13,6 +13,7 @@ from statsmodels.stats.power import TTestIndPower
 from noisefloor.cli import main
 from noisefloor.stats import tests
 from noisefloor.stats.classify import analyse
+from noisefloor.stats.plan import FIRST_LOOK
 
 TRAIN42 = [BASE[(42, None)], BASE[(42, 23)], BASE[(42, 67)]]
 INIT = [BASE[(42, None)], BASE[(22, None)], BASE[(67, None)]]
@@ -236,3 +237,28 @@ def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
     assert v.prediction_interval_997 == pytest.approx((v.reference - half, v.reference + half))
     assert v.paired is None and v.primary.test == "prediction" and v.prediction.df == 6  # one pair: prediction test
     assert analysis.to_json()["pooled_training_loop_sd"]["df"] == 6
+
+
+@pytest.mark.parametrize("effect", [0.004, 0.03])
+def test_plan_from_a_stated_effect_matches_statsmodels(effect, capsys):
+    """`noisefloor plan --effect`: seeds per arm for 80% power at the stated effect, from each floor's SD."""
+    import json
+
+    assert main(["plan", str(STUDY), "--effect", str(effect), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    analysis = analyse(STUDY)
+    for row in plan["floors"]:
+        sd = analysis.floor(row["floor"]).sd
+        if TTestIndPower().power(effect / sd, 2, 0.05) >= 0.8:
+            expected = 2  # statsmodels' solver gives NaN below 2 per arm
+        else:
+            expected = math.ceil(TTestIndPower().solve_power(effect_size=effect / sd, alpha=0.05, power=0.8))
+        assert row["seeds_per_arm"] == expected and row["sd"] == pytest.approx(sd)
+        if row["sequential_mean_seeds"] is not None:  # the anytime-valid rule stops early when it can
+            assert FIRST_LOOK <= row["sequential_mean_seeds"] <= 3 * max(row["seeds_per_arm"], FIRST_LOOK)
+
+
+def test_plan_needs_a_positive_effect(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["plan", str(STUDY), "--effect", "0"])
+    assert exit_.value.code == 2 and "must be a positive number" in capsys.readouterr().err

@@ -226,6 +226,29 @@ def _left_out(a: Analysis) -> Table | None:
     return Table("left_out", "Rows left out (status not 'done')", ("run", "line", "intervention", "status"), rows)
 
 
+def plan_table(rows, effect: float, alpha: float, power: float) -> Table:
+    """`noisefloor plan`: seeds per arm per floor (rows: stats.plan.PlanRow)."""
+    body = tuple(
+        (
+            r.floor,
+            kind_text(r.kind),
+            spread(r.sd),
+            str(r.df),
+            "–" if r.effect_sds is None else f"{r.effect_sds:.2f}",
+            "–" if r.seeds_per_arm is None else str(r.seeds_per_arm),
+            "–" if r.sequential_mean_seeds is None else f"{r.sequential_mean_seeds:.1f} ({percent(r.sequential_power)})",
+        )
+        for r in rows
+    )
+    title = f"Seeds per arm to detect Δ = {effect:g} nats/token (two-sided α = {alpha:g}, power {power:g})"
+    columns = ("floor", "kind", "SD", "df", "effect (SDs)", "seeds per arm", "e-value rule: mean seeds (power)")
+    return Table("plan", title, columns, body)
+
+
+def render_plan(table: Table, console) -> None:
+    console.print(_rich_table(table))
+
+
 def notes(analysis: Analysis) -> list[str]:
     """The analysis-wide notes, including why variance components are missing."""
     out = list(analysis.notes)
@@ -295,26 +318,30 @@ def _css(cell: str) -> str:
 
 def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None) -> None:
     """Print the tables (all, or those whose key is in `keys`) and notes to a rich console."""
-    from rich import box
     from rich.markup import escape
     from rich.panel import Panel
-    from rich.table import Table as RichTable
 
     if analysis.failure_notes:
         text = "\n".join(analysis.failure_notes)
         console.print(Panel(escape(text), title="reproducibility failure", style="bold red"))
     for table in tables(analysis):
-        if keys is not None and table.key not in keys:
-            continue
-        rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
-        for column in table.columns:
-            rich_table.add_column(column, overflow="fold", min_width=None if column in PROSE else min(len(column), 12))
-        for row in table.rows:
-            rich_table.add_row(*(_styled(cell) for cell in row))
-        console.print(rich_table)
+        if keys is None or table.key in keys:
+            console.print(_rich_table(table))
     for note in notes(analysis):
         if note not in analysis.failure_notes:
             console.print(f"• {escape(note)}")
+
+
+def _rich_table(table: Table):
+    from rich import box
+    from rich.table import Table as RichTable
+
+    rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+    for column in table.columns:
+        rich_table.add_column(column, overflow="fold", min_width=None if column in PROSE else min(len(column), 12))
+    for row in table.rows:
+        rich_table.add_row(*(_styled(cell) for cell in row))
+    return rich_table
 
 
 def _styled(cell: str) -> str:

@@ -1,0 +1,71 @@
+"""Adding seeds until decided: the e-value (anytime-valid) against fixed-n and naively re-run t-tests.
+
+Paired design: each added seed gives one difference (intervention - baseline at the same seeds), drawn
+N(effect, 1), effect in SDs of that difference. Three rules, each at alpha:
+
+- sequential e-value: look after every seed from --start to --max-seeds, stop at the first e >= 1/alpha
+  (noisefloor's `e_value`, stats/sequential.py); a study that never gets there uses --max-seeds;
+- fixed n: one paired t-test at exactly --max-seeds seeds (and at --start seeds);
+- re-run t-test: the fixed-n test repeated after every seed, stopping at the first p < alpha: what
+  re-running `classify` on the p-value does; its type I error is inflated.
+
+Printed per effect: the rate of 'signal' (type I error at 0, power otherwise) and the mean seeds used.
+
+    python benchmarks/sequential_calibration.py [--studies 20000] [--start 3] [--max-seeds 20] [--alpha 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from scipy import stats
+
+from noisefloor.stats import sequential
+
+
+def simulate(effect: float, studies: int, start: int, max_seeds: int, alpha: float, rng) -> dict:
+    d = rng.standard_normal((studies, max_seeds)) + effect
+    t, n = sequential.running_t(d)
+    keep = n >= start
+    t, n = t[:, keep], n[keep]
+    e = np.exp(sequential.log_bayes_factor(t, n, n - 1))
+    p = 2 * stats.t.sf(np.abs(t), n - 1)
+
+    def first_stop(hit: np.ndarray) -> tuple[float, float]:
+        stopped = hit.any(axis=1)
+        used = np.where(stopped, n[np.argmax(hit, axis=1)], max_seeds)
+        return float(stopped.mean()), float(used.mean())
+
+    e_rate, e_seeds = first_stop(e >= 1 / alpha)
+    rerun_rate, rerun_seeds = first_stop(p < alpha)
+    return {
+        "e": (e_rate, e_seeds),
+        "rerun": (rerun_rate, rerun_seeds),
+        "fixed_max": float((p[:, -1] < alpha).mean()),
+        "fixed_start": float((p[:, 0] < alpha).mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=20_000)
+    parser.add_argument("--start", type=int, default=3)
+    parser.add_argument("--max-seeds", type=int, default=20)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    print(f"paired differences N(effect, 1); looks after every seed {args.start}..{args.max_seeds}; "
+          f"alpha = {args.alpha}; {args.studies} studies per row; e-value prior SD {sequential.PRIOR_SD}")
+    print(f"| effect (SD) | e-value: signal | e-value: mean seeds | re-run t-test: signal | re-run: mean seeds "
+          f"| fixed n={args.start} | fixed n={args.max_seeds} |")
+    print("|---|---|---|---|---|---|---|")
+    for effect in (0.0, 1.0, 2.0, 3.0):
+        r = simulate(effect, args.studies, args.start, args.max_seeds, args.alpha, rng)
+        print(f"| {effect:g} | {r['e'][0]:.3f} | {r['e'][1]:.1f} | {r['rerun'][0]:.3f} | {r['rerun'][1]:.1f} "
+              f"| {r['fixed_start']:.3f} | {r['fixed_max']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
