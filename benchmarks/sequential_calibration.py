@@ -26,22 +26,14 @@ from noisefloor.stats import sequential
 
 def simulate(effect: float, studies: int, start: int, max_seeds: int, alpha: float, rng) -> dict:
     d = rng.standard_normal((studies, max_seeds)) + effect
+    e_stopped, e_used = sequential.sequential_rule(d, start, alpha)
     t, n = sequential.running_t(d)
     keep = n >= start
-    t, n = t[:, keep], n[keep]
-    e = np.exp(sequential.log_bayes_factor(t, n, n - 1))
-    p = 2 * stats.t.sf(np.abs(t), n - 1)
-
-    def first_stop(hit: np.ndarray) -> tuple[float, float]:
-        stopped = hit.any(axis=1)
-        used = np.where(stopped, n[np.argmax(hit, axis=1)], max_seeds)
-        return float(stopped.mean()), float(used.mean())
-
-    e_rate, e_seeds = first_stop(e >= 1 / alpha)
-    rerun_rate, rerun_seeds = first_stop(p < alpha)
+    p = 2 * stats.t.sf(np.abs(t[:, keep]), n[keep] - 1)
+    rerun_stopped, rerun_used = sequential.first_stop(p < alpha, n[keep])
     return {
-        "e": (e_rate, e_seeds),
-        "rerun": (rerun_rate, rerun_seeds),
+        "e": (e_stopped.mean(), e_used.mean()),
+        "rerun": (rerun_stopped.mean(), rerun_used.mean()),
         "fixed_max": float((p[:, -1] < alpha).mean()),
         "fixed_start": float((p[:, 0] < alpha).mean()),
     }

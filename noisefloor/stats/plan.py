@@ -55,10 +55,6 @@ def plan_seeds(floors: tuple[Floor, ...], pooled: PooledSD | None, effect: float
 def _sequential(effect_sds: float, max_seeds: int, alpha: float) -> tuple[float, float]:
     """(mean seeds used, rate of reaching e >= 1/alpha) for paired differences N(effect_sds, 1)."""
     rng = np.random.default_rng(0)  # the same answer for the same CSV
-    t, n = sequential.running_t(rng.standard_normal((SEQUENTIAL_STUDIES, max_seeds)) + effect_sds)
-    keep = n >= FIRST_LOOK
-    t, n = t[:, keep], n[keep]
-    hit = sequential.log_bayes_factor(t, n, n - 1) >= math.log(1 / alpha)
-    stopped = hit.any(axis=1)
-    used = np.where(stopped, n[np.argmax(hit, axis=1)], max_seeds)
+    differences = rng.standard_normal((SEQUENTIAL_STUDIES, max_seeds)) + effect_sds
+    stopped, used = sequential.sequential_rule(differences, FIRST_LOOK, alpha)
     return float(used.mean()), float(stopped.mean())

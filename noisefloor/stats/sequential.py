@@ -75,3 +75,19 @@ def running_t(differences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = mean / np.sqrt(sum_sq / (n - 1) / n)
     return t[..., 1:], n[1:]
+
+
+def first_stop(hit: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per study (rows), whether a look (columns, at sample sizes n) hit, and the sample size it stopped at
+    (the first hit, else the last look)."""
+    stopped = hit.any(axis=1)
+    return stopped, np.where(stopped, n[np.argmax(hit, axis=1)], n[-1])
+
+
+def sequential_rule(differences: np.ndarray, first_look: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate the anytime-valid rule on (studies, n_max) paired differences: look after every value from
+    `first_look`, stop at e >= 1/alpha. Returns (stopped, values used)."""
+    t, n = running_t(differences)
+    keep = n >= first_look
+    t, n = t[:, keep], n[keep]
+    return first_stop(log_bayes_factor(t, n, n - 1) >= math.log(1.0 / alpha), n)
