@@ -160,6 +160,10 @@ def test_holm_matches_a_hand_implementation():
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     assert tests.holm(p) == pytest.approx(list(adjusted))
+    from statsmodels.stats.multitest import multipletests
+
+    ties = [0.01, 0.01, 0.2, 0.03, 0.9, 0.03, 1e-8]
+    assert tests.holm(ties) == pytest.approx(list(multipletests(ties, method="holm")[1]), rel=1e-12)
 
 
 def test_holm_is_applied_across_interventions():

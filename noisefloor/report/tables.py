@@ -325,11 +325,28 @@ def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None
         text = "\n".join(analysis.failure_notes)
         console.print(Panel(escape(text), title="reproducibility failure", style="bold red"))
     for table in tables(analysis):
-        if keys is None or table.key in keys:
+        if keys is not None and table.key not in keys:
+            continue
+        if len(table.rows) > LARGE_TABLE_ROWS:
+            console.print(_plain_table(table), markup=False, highlight=False, soft_wrap=True)
+        else:
             console.print(_rich_table(table))
     for note in notes(analysis):
         if note not in analysis.failure_notes:
             console.print(f"• {escape(note)}")
+
+
+LARGE_TABLE_ROWS = 150  # rich lays out tables at ~10 ms a row; longer ones print as plain aligned text
+
+
+def _plain_table(table: Table) -> str:
+    """Columns padded to their widest cell (at most 40: a longer cell runs over), one line per row, no folding:
+    fast for thousands of rows."""
+    widths = [min(40, max(len(c) for c in column)) for column in zip(table.columns, *table.rows)]
+    lines = [table.title, "", "  ".join(c.ljust(w) for c, w in zip(table.columns, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table.rows]
+    return "\n".join(lines) + "\n"
 
 
 def _rich_table(table: Table):

@@ -357,6 +357,7 @@ class _Baseline:
     most_per_stream: int  # the most baseline runs sharing a training-stream setting
     repeats: tuple
     pooled: PooledSD | None  # the training-loop SD pooled over init seeds
+    train_floors: dict[int, Floor]  # init seed -> its training-loop floor
 
     @classmethod
     def of(cls, base: pd.DataFrame, floors, results: Results) -> _Baseline:
@@ -375,6 +376,7 @@ class _Baseline:
             most_per_stream=int(base.groupby("stream").size().max()),
             repeats=results.repeats,
             pooled=pooled_train_sd(floors),
+            train_floors={f.init_seed: f for f in floors if f.kind == TRAIN},
         )
 
 
@@ -483,7 +485,7 @@ def _no_floor(verdict: Verdict, why: str, notes: list[str], kind: str, most: int
 
 def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
     why = f"initial weights are the baseline's (same_init from the {verdict.same_init_source})"
-    train_floors = {f.init_seed: f for f in ctx.floors if f.kind == TRAIN}
+    train_floors = ctx.train_floors
     seeds = verdict.init_seeds
     without = [s for s in seeds if s not in train_floors]
     own = largest(train_floors[s] for s in seeds if s in train_floors)
@@ -501,7 +503,7 @@ def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verd
         reason += "; each run compared with the baseline at its own init seed"
     pooled = ctx.pooled
     if pooled and pooled.sd > 0:
-        reason += f"; SD pooled over the training-loop floors at init seeds {_seeds(pooled.init_seeds)} (df = {pooled.df})"
+        reason += f"; SD pooled over the {len(pooled.floors)} training-loop floors (df = {pooled.df})"
         sd, df = pooled.sd, pooled.df
     else:
         sd, df = floor.sd, floor.df

@@ -15,7 +15,8 @@ The REML optimiser can stop short or fail to converge on crossed designs
 (a third of simulated 3x3 grids with statsmodels' default). So the fit is run
 with several optimisers (L-BFGS, Powell, Nelder-Mead), only converged fits
 count, and the one with the highest restricted likelihood wins (L-BFGS may
-report convergence at a worse point). When none converges, the components
+report convergence at a worse point). When none converges, or the baseline
+has more than MAX_REML_RUNS runs (REML would take minutes), the components
 come from one-way ANOVA (method of moments, init seed as the factor) and say
 so: a non-converged fit is never reported.
 
@@ -35,6 +36,7 @@ from noisefloor.stats.table import BASELINE, NO_RESEED
 
 
 REML_METHODS = ("lbfgs", "powell", "nm")
+MAX_REML_RUNS = 300  # above it MixedLM takes minutes (dense per-group algebra); ANOVA is then as good
 REML, ANOVA = "REML", "ANOVA"
 
 
@@ -67,7 +69,8 @@ class Components:
     @property
     def method_text(self) -> str:
         if self.method == ANOVA:
-            return ("one-way ANOVA, method of moments (no REML fit converged; the training stream's variance is "
+            why = f"more than {MAX_REML_RUNS} runs" if self.n_runs > MAX_REML_RUNS else "no REML fit converged"
+            return (f"one-way ANOVA, method of moments ({why}; the training stream's variance is "
                     "inside the training-loop component)")
         design = "crossed random effects" if self.crossed else "random intercept per init seed"
         return f"REML, statsmodels MixedLM ({design}; best converged fit of {', '.join(REML_METHODS)})"
@@ -118,7 +121,7 @@ def variance_components(cells: pd.DataFrame) -> tuple[Components | None, str | N
     raw = data["y"].to_numpy()
     centre, scale = data["y"].mean(), data["y"].std(ddof=1)
     data["y"] = (data["y"] - centre) / scale
-    fit = _best_reml_fit(data, crossed)
+    fit = _best_reml_fit(data, crossed) if len(data) <= MAX_REML_RUNS else None
     if fit is None:
         var_init, var_train = anova_components(raw, data["init"].to_numpy())
         return Components(len(data), len(per_init), crossed, var_init, None, var_train, ANOVA), None

@@ -1,7 +1,7 @@
 """Do the improvements add up? Main effects and pairwise interactions of combinations.
 
 When the results hold combinations (interventions joined by '+', e.g.
-`grad-clip+no-dropout`), fit by OLS (statsmodels):
+`grad-clip+no-dropout`), fit by OLS (numpy least squares):
     test_loss ~ 1 + C(init_seed) + sum_f x_f + sum_{f<g together in a combination} x_f x_g
 on the baseline runs and the runs of every intervention made only of the
 factors that appear in combinations. x_f = 1 when factor f is on. The init
@@ -87,7 +87,7 @@ class Factorial:
 
     def to_json(self) -> dict:
         return {
-            "model": "OLS, statsmodels: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
+            "model": "OLS: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
             + ("; SEs from the variance components (init-seed variance of init-changing interventions)" if self.init_variance else ""),
             "factors": list(self.factors),
             "n_runs": self.n_runs,
@@ -104,7 +104,6 @@ def parts(intervention: str) -> tuple[str, ...]:
 
 def factorial_effects(cells: pd.DataFrame, components: Components | None = None) -> Factorial | None:
     """Main effects and interactions, or None when the results hold no combination."""
-    from statsmodels.regression.linear_model import OLS  # statsmodels.api would import all of statsmodels
 
     combos = [name for name in dict.fromkeys(cells["intervention"]) if SEP in name]
     if not combos:
@@ -133,9 +132,7 @@ def factorial_effects(cells: pd.DataFrame, components: Components | None = None)
     init_changers = {f for f in factors if (used.loc[used["intervention"] == f, "same_init"] == False).any()}  # noqa: E712
     y = used["test_loss"].astype(float).to_numpy()
     x = np.column_stack(columns)
-    fit = OLS(y, x).fit()
-    df_resid = int(round(fit.df_resid))
-    se = np.asarray(fit.bse, float)
+    params, df_resid, se = _ols(y, x)
     new_init = used["intervention"].map(lambda name: bool(set(parts(name)) & init_changers)).to_numpy()
     if new_init.any():
         se = _se_with_init_variance(x, used, new_init, components)
@@ -143,7 +140,7 @@ def factorial_effects(cells: pd.DataFrame, components: Components | None = None)
     for i, (name, kind) in enumerate(kept):
         if kind not in ("main", "interaction"):
             continue
-        estimate = float(fit.params[i])
+        estimate = float(params[i])
         changes_init = bool(set(name.split(" x ")) & init_changers)
         if df_resid > 0 and np.isfinite(se[i]) and se[i] > 0:
             p_value, ci95 = _t_test(estimate, float(se[i]), df_resid)
@@ -151,6 +148,17 @@ def factorial_effects(cells: pd.DataFrame, components: Components | None = None)
         else:
             terms.append(Term(name, kind, estimate, None, None, None, changes_init))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), tuple(dropped), bool(new_init.any()))
+
+
+def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """OLS of full-rank x: (coefficients, residual df, SEs = sqrt(diag(s² (X'X)^-1))), NaN SEs without residual df.
+    In numpy (the tests check it against hand calculations): importing statsmodels' OLS costs classify ~1 s."""
+    params, *_ = np.linalg.lstsq(x, y, rcond=None)
+    df_resid = len(y) - x.shape[1]
+    if df_resid <= 0:
+        return params, df_resid, np.full(x.shape[1], np.nan)
+    s2 = float(((y - x @ params) ** 2).sum()) / df_resid
+    return params, df_resid, np.sqrt(np.clip(np.diag(np.linalg.inv(x.T @ x)) * s2, 0.0, None))
 
 
 def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 import numpy as np
@@ -68,16 +69,16 @@ class Floor:
     def df(self) -> int:
         return self.n - 1
 
-    @property
+    @cached_property
     def constant(self) -> bool:
         """All runs gave the same loss, up to floating-point noise: the floor has no spread."""
         return not has_spread(self.losses)
 
-    @property
+    @cached_property
     def mean(self) -> float:
         return self.losses[0] if self.constant else float(np.mean(self.losses))
 
-    @property
+    @cached_property
     def sd(self) -> float:
         return 0.0 if self.constant else float(np.std(self.losses, ddof=1))
 
@@ -130,17 +131,13 @@ class PooledSD:
 
     floors: tuple[Floor, ...]
 
-    @property
+    @cached_property
     def df(self) -> int:
         return sum(f.df for f in self.floors)
 
-    @property
+    @cached_property
     def sd(self) -> float:
         return math.sqrt(sum(f.df * f.sd**2 for f in self.floors) / self.df)
-
-    @property
-    def init_seeds(self) -> tuple[int, ...]:
-        return tuple(f.init_seed for f in self.floors)
 
     def to_json(self) -> dict:
         return {"sd": self.sd, "df": self.df, "floors": [f.name for f in self.floors]}
