@@ -44,7 +44,7 @@ def e_value_paired(differences: Sequence[float]) -> float | None:
     if n < 2 or not sd > 0:
         return None
     t = d.mean() / (sd / math.sqrt(n))
-    return float(np.exp(log_bayes_factor(t, n, n - 1)))
+    return _e(log_bayes_factor(t, n, n - 1))
 
 
 def e_value_two_sample(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -59,7 +59,14 @@ def e_value_two_sample(x: Sequence[float], y: Sequence[float]) -> float | None:
         return None
     n_effective = n1 * n2 / (n1 + n2)
     t = (x.mean() - y.mean()) / math.sqrt(pooled / n_effective)
-    return float(np.exp(log_bayes_factor(t, n_effective, df)))
+    return _e(log_bayes_factor(t, n_effective, df))
+
+
+MAX_LOG_E = 700.0  # e^700 ~ 1e304: beyond, the evidence is overwhelming and exp would overflow
+
+
+def _e(log_e) -> float:
+    return math.exp(min(float(log_e), MAX_LOG_E))
 
 
 def running_t(differences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
