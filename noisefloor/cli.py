@@ -189,12 +189,13 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     from noisefloor import config as config_module
-    from noisefloor.train import trainer
 
     live = TrainingProgress(quiet=args.quiet or args.json)
     if args.resume:
         if args.config or args.overrides or args.init_seed is not None or args.train_seed is not None or args.out:
             raise UserError("--resume takes the run's own config.json; drop --config/--set/--init-seed/--train-seed/--out")
+        from noisefloor.train import trainer  # torch: only once the arguments are known to be usable
+
         with live:
             result = trainer.resume(args.resume, live)
         out = args.resume
@@ -206,6 +207,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"train.train_seed={args.train_seed}")
         config = config_module.load(args.config, overrides)
         out = args.out or f"runs/{config.digest()[:16]}"
+        from noisefloor.train import trainer  # torch: seconds to import, so a config error is reported first
+
         with live:
             result = trainer.train(config, out, live)
     if args.json:

@@ -160,3 +160,19 @@ def test_out_of_range_numbers_are_usage_mistakes(capsys, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "(see noisefloor" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_error_in_train_is_reported_before_torch_is_imported(tmp_path):
+    """torch takes seconds to import: `train --config bad.toml` must fail first (python -X importtime shows imports)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nn_layer = 2\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "noisefloor", "train", "--config", str(bad)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "unknown key [model] n_layer" in done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("import time") and "torch" in line]

@@ -171,3 +171,17 @@ def test_readme_example_is_real_output(capsys, monkeypatch):
     cut = next(i for i, line in enumerate(example) if line.startswith("  [… 'Why each floor'"))
     assert example[:cut] == printed[:cut]
     assert example[cut + 4 :] == printed[-len(example[cut + 4 :]) :]
+
+
+def test_long_tables_print_as_plain_aligned_text(tmp_path, capsys):
+    """Over LARGE_TABLE_ROWS rows a table is printed without rich's layout (which costs ~10 ms a row)."""
+    from analysis_helpers import run, write_csv
+
+    rows = [run("baseline", 42, t, 5.1 + 0.001 * i) for i, t in enumerate((None, 23, 67))]
+    rows += [run(f"iv{k:03d}", 42, None, 5.1 + 0.0001 * k, True) for k in range(tables.LARGE_TABLE_ROWS + 1)]
+    text = cli_out(capsys, "classify", str(write_csv(tmp_path / "r.csv", rows)))
+    lines = text.splitlines()
+    start = lines.index("Interventions: decision (α = 0.05) beside the 3-SD rule (* = they disagree)")
+    header, rule = lines[start + 2], lines[start + 3]
+    assert header.split() == ["intervention", "runs", "floor", "Δ", "decision", "90%", "CI", "of", "Δ", "3-SD", "verdict", "z", "(SDs)"]
+    assert set(rule) <= {"-", " "} and lines[start + 4].startswith("iv000 ")
