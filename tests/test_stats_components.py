@@ -126,3 +126,22 @@ def test_when_no_reml_fit_converges_the_components_come_from_anova(tmp_path, mon
     ms_between = 3 * ((grid.mean(1) - grid.mean()) ** 2).sum() / 2
     assert c.method == "ANOVA" and "method of moments" in c.to_json()["method"]
     assert c.var_residual == pytest.approx(ms_within) and c.var_init == pytest.approx((ms_between - ms_within) / 3)
+
+
+def test_one_way_reml_matches_statsmodels_on_an_unbalanced_nested_design():
+    """The exact profile-likelihood REML used without crossed train seeds, against statsmodels MixedLM."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    from noisefloor.stats.components import one_way_reml
+
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(1, 5, 25)
+    groups = np.repeat(np.arange(25), sizes)
+    y = 5.0 + rng.normal(0, 0.02, 25)[groups] + rng.normal(0, 0.006, len(groups))
+    var_init, var_e = one_way_reml(y, groups)
+    data = pd.DataFrame({"y": (y - y.mean()) / y.std(), "g": groups})
+    fit = smf.mixedlm("y ~ 1", data, groups="g").fit(reml=True, method=["powell"])
+    assert fit.converged
+    assert var_init == pytest.approx(float(fit.cov_re.iloc[0, 0]) * y.std() ** 2, rel=1e-4)
+    assert var_e == pytest.approx(float(fit.scale) * y.std() ** 2, rel=1e-4)
