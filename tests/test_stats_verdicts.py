@@ -241,6 +241,7 @@ def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
     assert v.prediction_interval_997 == pytest.approx((v.reference - half, v.reference + half))
     assert v.paired is None and v.primary.test == "prediction" and v.prediction.df == 6  # one pair: prediction test
     assert analysis.to_json()["pooled_training_loop_sd"]["df"] == 6
+    assert any(n.startswith("training-loop SD pooled over the 3 training-loop floors") for n in analysis.notes)
 
 
 @pytest.mark.parametrize("effect", [0.004, 0.03])

@@ -10,15 +10,19 @@ Rules (documented in the README, "Analysis: classify and report"):
   a run shares with the baseline), else from init_digest when the run and the
   baseline at its init seed both have one, else unknown. An intervention is same-init
   only when all its runs are; unknown or mixed -> the init floor (conservative).
-- same-init interventions -> training-loop floor. Its SD comes from the
-  largest training-loop floor among the intervention's init seeds, else the
-  largest anywhere (training-loop SD assumed equal across init seeds; ties:
-  file order). Each run is compared with the mean of the baseline runs at its
-  own init seed (paired by init seed): delta = mean(x_i - ref(init_i)).
+- same-init interventions -> training-loop floor: the largest among the
+  intervention's init seeds, else the largest anywhere (ties: file order);
+  its SD pooled over every init seed's training-loop floor (assumed equal
+  across init seeds; df summed). Without a training-loop floor with spread,
+  the init floor instead. Each run is compared with the mean of the baseline
+  runs at its own init seed (paired by init seed): delta = mean(x_i - ref(init_i)).
 - other interventions -> init floor at the runs' training-stream setting, else
   the largest init floor (ties: no re-seed); delta = mean(x_i) - floor mean.
 - verdict: signal when |delta| > 3 SD (direction better: lower loss), noise
   otherwise, undecided without a usable floor or when the floor's SD is 0.
+- decision: signal when the Holm-adjusted p of `primary` < alpha; noise when
+  the (1 - 2 alpha) CI of `primary`'s estimate lies inside ±margin; else
+  undecided. e_value: stats/sequential.py.
 - Var(delta) = s^2 f^2 with f^2 = 1/k + sum_I c_I^2 / (k^2 n_I) (k runs, c_I of
   them referenced to n_I baseline runs at I): one run against an n-run floor
   gives f^2 = 1 + 1/n. FPR of the 3-SD rule = 2 (1 - T_df(3 / f)), df = n - 1.
@@ -337,7 +341,7 @@ def analyse_results(results: Results, alpha: float = ALPHA, margin: float | None
         components=components,
         components_note=components_note,
         factorial=factorial_effects(cells, components),
-        notes=tuple(_notes(results, floors, verdicts, margin)),
+        notes=tuple(_notes(results, floors, verdicts, margin, context.pooled)),
         pooled_train=context.pooled,
         alpha=alpha,
         margin=margin,
@@ -635,7 +639,7 @@ def _holm(verdicts: list[Verdict]) -> list[Verdict]:
     return out
 
 
-def _notes(results: Results, floors, verdicts, margin: float | None) -> list[str]:
+def _notes(results: Results, floors, verdicts, margin: float | None, pooled: PooledSD | None) -> list[str]:
     notes = []
     failures = [r for r in results.repeats if not r.identical]
     if failures:
@@ -659,6 +663,11 @@ def _notes(results: Results, floors, verdicts, margin: float | None) -> list[str
             )
     if results.left_out:
         notes.append(f"{len(results.left_out)} row(s) left out because their status is not 'done'")
+    if pooled is not None:
+        notes.append(
+            f"training-loop SD pooled over the {len(pooled.floors)} training-loop floors: {pooled.sd:.5f} with "
+            f"{pooled.df} degrees of freedom (the SD is assumed the same at every init seed)"
+        )
     if margin is None and verdicts:
         notes.append(
             "no equivalence margin given (--margin, nats/token): no intervention can be decided noise; "
