@@ -17,7 +17,7 @@ from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-ORDER = ("demo", "init", "train", "eval", "export", "smoke", "sweep", "reseed", "status", "classify", "report",
+ORDER = ("demo", "init", "train", "eval", "export", "smoke", "sweep", "reseed", "status", "classify", "plan", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
@@ -56,6 +56,24 @@ def _minutes(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text}")
     return value
+
+
+def _number(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not low < value < high:
+        raise argparse.ArgumentTypeError(f"{what}, got {text}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    return _number(text, 0.0, 0.5, "alpha must be between 0 and 0.5 (e.g. 0.05)")
+
+
+def _positive_number(text: str) -> float:
+    return _number(text, 0.0, float("inf"), "must be a positive number (nats/token, e.g. 0.01)")
 
 
 def _seed(text: str) -> int:
@@ -181,12 +199,13 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     from noisefloor import config as config_module
-    from noisefloor.train import trainer
 
     live = TrainingProgress(quiet=args.quiet or args.json)
     if args.resume:
         if args.config or args.overrides or args.init_seed is not None or args.train_seed is not None or args.out:
             raise UserError("--resume takes the run's own config.json; drop --config/--set/--init-seed/--train-seed/--out")
+        from noisefloor.train import trainer  # torch: only once the arguments are known to be usable
+
         with live:
             result = trainer.resume(args.resume, live)
         out = args.resume
@@ -198,6 +217,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"train.train_seed={args.train_seed}")
         config = config_module.load(args.config, overrides)
         out = args.out or f"runs/{config.digest()[:16]}"
+        from noisefloor.train import trainer  # torch: seconds to import, so a config error is reported first
+
         with live:
             result = trainer.train(config, out, live)
     if args.json:
@@ -547,8 +568,18 @@ def _source_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _decision_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the decision (default 0.05)")
+    parser.add_argument(
+        "--margin", type=_positive_number, metavar="NATS",
+        help="equivalence margin in nats/token: an effect smaller than this does not matter to you; without it "
+        "no intervention is decided noise",
+    )
+
+
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     _source_argument(parser)
+    _decision_arguments(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the analysis as JSON (schema in the README)")
     output.add_argument(
@@ -561,7 +592,7 @@ def _classify(args: argparse.Namespace) -> int:
     from noisefloor.report import tables
     from noisefloor.stats.classify import analyse
 
-    analysis = analyse(args.source)
+    analysis = analyse(args.source, args.alpha, args.margin)
     if args.json:
         import json
 
@@ -575,17 +606,49 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    _source_argument(parser)
+    parser.add_argument("--effect", type=_positive_number, required=True, metavar="NATS",
+                        help="the smallest effect on test loss you want to detect, in nats/token (e.g. 0.01)")
+    parser.add_argument("--alpha", type=_alpha, default=0.05, help="two-sided test level (default 0.05)")
+    parser.add_argument("--power", type=_alpha_power, default=0.8, help="power to reach (default 0.8)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _alpha_power(text: str) -> float:
+    return _number(text, 0.0, 1.0, "power must be between 0 and 1 (e.g. 0.8)")
+
+
+@command("plan", "seeds per arm to detect a stated effect, from the pilot floors' SDs", _plan_arguments)
+def _plan(args: argparse.Namespace) -> int:
+    from noisefloor.report import tables
+    from noisefloor.stats.classify import analyse
+    from noisefloor.stats.plan import plan_seeds
+
+    analysis = analyse(args.source)
+    rows = plan_seeds(analysis.floors, analysis.pooled_train, args.effect, args.alpha, args.power)
+    if args.json:
+        import json
+
+        print(json.dumps({"effect": args.effect, "alpha": args.alpha, "power": args.power,
+                          "floors": [r.to_json() for r in rows]}, indent=2))
+    else:
+        tables.render_plan(tables.plan_table(rows, args.effect, args.alpha, args.power), _console())
+    return 0
+
+
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     _source_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder, e.g. reports/NAME")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    _decision_arguments(parser)
 
 
 @command("report", "Markdown and self-contained HTML report with figures, from a results CSV", _report_arguments)
 def _report(args: argparse.Namespace) -> int:
     from noisefloor.report.write import write_report
 
-    written = write_report(args.source, args.out)
+    written = write_report(args.source, args.out, args.alpha, args.margin)
     if not args.quiet:
         _console().print(f"report written to {written.markdown} and {written.html}", markup=False)
     return 0

@@ -284,3 +284,19 @@ def test_blog_schedule_is_torchs_schedulers_step_for_step():
     assert [learning_rate(book, s) for s in range(100)] == expected
     today = book.replace(train={"lr_schedule": "noisefloor"})
     assert [learning_rate(today, s) for s in range(20)] == [3e-05 + s * (0.001 - 3e-05) / 20 for s in range(20)]
+
+
+def test_a_config_error_in_train_is_reported_before_torch_is_imported(tmp_path):
+    """torch takes seconds to import: `train --config bad.toml` must fail first (python -X importtime shows imports)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nn_layer = 2\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "noisefloor", "train", "--config", str(bad)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "unknown key [model] n_layer" in done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("import time") and "torch" in line]

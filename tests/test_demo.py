@@ -61,7 +61,7 @@ def test_report_numbers_are_classifys_numbers(quick_demo, capsys):
         assert saved[key] == from_sweep[key] == from_copy[key], key
     markdown = (out / "report.md").read_text()
     code, table, _ = run_cli(capsys, "classify", out / "sweep", "--format", "markdown")
-    interventions = table.split("## Interventions: verdict by the 3-SD rule", 1)[1].split("\n## ", 1)[0].strip()
+    interventions = table.split("## Interventions: decision (α = 0.05) beside the 3-SD rule", 1)[1].split("\n## ", 1)[0].strip()
     assert interventions and interventions in markdown  # the same strings, not just the same numbers
 
 

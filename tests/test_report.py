@@ -36,7 +36,8 @@ def test_json_has_the_documented_schema(capsys):
         assert floor_keys <= floor.keys() and floor["kind"] in ("init", "train")
         assert len(floor["band_3sd"]) == 2 and len(floor["prediction_interval_997"]) == 2
     keys = {"intervention", "test_loss", "floor", "floor_kind", "verdict", "direction", "z", "delta", "band_3sd",
-            "prediction_interval_997", "false_positive_rate_3sd", "p_welch", "p_paired", "p_holm", "seeds_needed"}  # fmt: skip
+            "prediction_interval_997", "false_positive_rate_3sd", "p_welch", "p_paired", "p_holm", "decision", "ci", "margin_for_noise", "e_value", "anytime_signal",
+            "disagreement"}  # fmt: skip
     for item in data["interventions"]:
         assert keys <= item.keys() and item["verdict"] in ("signal", "noise", "undecided")
     by_name = {i["intervention"]: i for i in data["interventions"]}
@@ -52,12 +53,18 @@ def test_csv_format_has_one_section_per_table(capsys):
     for block in text.strip().split("\n\n"):
         key, body = block.split("\n", 1)
         sections[key.lstrip("# ")] = list(csv.DictReader(io.StringIO(body)))
-    expected = {"floors", "floor_bands", "interventions", "statistics", "floor_choice", "variance_components",
+    expected = {"floors", "floor_bands", "interventions", "disagreements", "statistics", "floor_choice", "variance_components",
                 "factorial", "repeats", "left_out"}  # fmt: skip
     assert sections.keys() == expected
     rows = {r["intervention"]: r for r in sections["interventions"]}
-    assert rows["weight-tying"]["verdict"] == "signal (worse)"
+    assert rows["weight-tying"]["3-SD verdict"] == "signal (worse) *"
     assert rows["grad-clip"]["z (SDs)"] == "-3.07"
+    # the issue's example: the 3-SD rule calls grad-clip signal although its Holm p is 0.35
+    assert rows["grad-clip"]["decision"] == "undecided" and rows["grad-clip"]["3-SD verdict"] == "signal (better) *"
+    assert rows["lr-cosine"]["decision"] == "signal (better)"
+    plain = {r["intervention"]: r["in plain words"] for r in sections["disagreements"]}
+    assert plain["grad-clip"].startswith("3-SD rule: signal (better), but decision: undecided, because Holm p = 0.351")
+    assert "no-dropout" not in plain
     assert sections["floor_bands"][0]["3-SD FPR"] == "12.2%"
     stats = {r["intervention"]: r for r in sections["statistics"]}
     assert stats["lr-cosine"]["p (test)"] == "0.00297 paired" and stats["grad-clip"]["p Holm"] == "0.351"
@@ -76,7 +83,8 @@ def test_report_renders_the_numbers_classify_prints(tmp_path, capsys):
     for block in markdown.split("\n\n"):
         if block.startswith("|"):
             assert block.strip() in report  # every table, cell for cell
-    assert "signal (better): Δ = -0.0118 nats/token, -3.07 SD against train@init_seed=42" in report
+    assert ("undecided (90% CI -0.0248…+0.0012; 3-SD rule: signal (better) (disagrees, see below)): "
+            "Δ = -0.0118 nats/token, -3.07 SD against train@init_seed=42") in report
     assert "![Test loss per intervention against its floor](test_loss.png)" in report
 
 
@@ -163,3 +171,17 @@ def test_readme_example_is_real_output(capsys, monkeypatch):
     cut = next(i for i, line in enumerate(example) if line.startswith("  [… 'Why each floor'"))
     assert example[:cut] == printed[:cut]
     assert example[cut + 4 :] == printed[-len(example[cut + 4 :]) :]
+
+
+def test_long_tables_print_as_plain_aligned_text(tmp_path, capsys):
+    """Over LARGE_TABLE_ROWS rows a table is printed without rich's layout (which costs ~10 ms a row)."""
+    from analysis_helpers import run, write_csv
+
+    rows = [run("baseline", 42, t, 5.1 + 0.001 * i) for i, t in enumerate((None, 23, 67))]
+    rows += [run(f"iv{k:03d}", 42, None, 5.1 + 0.0001 * k, True) for k in range(tables.LARGE_TABLE_ROWS + 1)]
+    text = cli_out(capsys, "classify", str(write_csv(tmp_path / "r.csv", rows)))
+    lines = text.splitlines()
+    start = lines.index("Interventions: decision (α = 0.05) beside the 3-SD rule (* = they disagree)")
+    header, rule = lines[start + 2], lines[start + 3]
+    assert header.split() == ["intervention", "runs", "floor", "Δ", "decision", "90%", "CI", "of", "Δ", "3-SD", "verdict", "z", "(SDs)"]
+    assert set(rule) <= {"-", " "} and lines[start + 4].startswith("iv000 ")

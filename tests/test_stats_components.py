@@ -75,3 +75,73 @@ def test_components_need_two_init_seeds_and_two_streams(tmp_path):
     analysis = analyse(write_csv(tmp_path / "r.csv", rows))
     assert analysis.components is None
     assert "need baseline runs at >= 2 init seeds and >= 2 training streams" in analysis.components_note
+
+
+def grid_rows(seed: int) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
+    """The issue's 3x3 grid of baseline runs: init seeds 42/22/67 x no re-seed/23/67 (loop SD 0.006, init SD 0.019)."""
+    rng = np.random.default_rng(seed)
+    level = 5.0 + rng.normal(0, 0.019, 3)
+    rows, y, inits, streams = [], [], [], []
+    for i, init in enumerate((42, 22, 67)):
+        for train in (None, 23, 67):
+            value = float(level[i] + rng.normal(0, 0.006))
+            rows.append(run("baseline", init, train, value))
+            y.append(value)
+            inits.append(init)
+            streams.append(f"none@{init}" if train is None else str(train))  # no re-seed: its own stream per init seed
+    return rows, np.array(y), np.array(inits), np.array(streams)
+
+
+def test_crossed_3x3_grid_reaches_the_reml_optimum_where_the_default_optimiser_does_not(tmp_path):
+    """Seed 6: statsmodels' default L-BFGS does not converge (init share ~30%); the reported components are the
+    REML optimum found by a direct minimisation of the restricted likelihood (init share 99%)."""
+    import warnings
+
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    rows, y, inits, streams = grid_rows(6)
+    data = pd.DataFrame({"y": (y - y.mean()) / y.std(ddof=1), "init": inits.astype(str), "stream": streams, "group": 1})
+    vc = {"init": "0 + C(init)", "stream": "0 + C(stream)"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default = smf.mixedlm("y ~ 1", data, groups="group", re_formula="0", vc_formula=vc).fit(reml=True)
+    assert not default.converged  # the failure the issue found, silently reported before
+    c = analyse(write_csv(tmp_path / "r.csv", rows)).components
+    var_init, var_stream, var_e = reml_reference(y, [inits, streams])
+    assert c.crossed and c.method == "REML"
+    assert c.var_init == pytest.approx(var_init, rel=1e-3)
+    assert c.var_train == pytest.approx(var_stream + var_e, rel=1e-3, abs=1e-9)
+    assert c.share_init > 0.95
+
+
+def test_when_no_reml_fit_converges_the_components_come_from_anova(tmp_path, monkeypatch):
+    from noisefloor.stats import components
+
+    monkeypatch.setattr(components, "REML_METHODS", ())  # as if every optimiser failed to converge
+    rows, y, inits, _ = grid_rows(1)
+    c = analyse(write_csv(tmp_path / "r.csv", rows)).components
+    grid = y.reshape(3, 3)  # balanced one-way ANOVA by hand: rows are init seeds
+    ms_within = ((grid - grid.mean(1, keepdims=True)) ** 2).sum() / 6
+    ms_between = 3 * ((grid.mean(1) - grid.mean()) ** 2).sum() / 2
+    assert c.method == "ANOVA" and "method of moments" in c.to_json()["method"]
+    assert c.var_residual == pytest.approx(ms_within) and c.var_init == pytest.approx((ms_between - ms_within) / 3)
+
+
+def test_one_way_reml_matches_statsmodels_on_an_unbalanced_nested_design():
+    """The exact profile-likelihood REML used without crossed train seeds, against statsmodels MixedLM."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    from noisefloor.stats.components import one_way_reml
+
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(1, 5, 25)
+    groups = np.repeat(np.arange(25), sizes)
+    y = 5.0 + rng.normal(0, 0.02, 25)[groups] + rng.normal(0, 0.006, len(groups))
+    var_init, var_e = one_way_reml(y, groups)
+    data = pd.DataFrame({"y": (y - y.mean()) / y.std(), "g": groups})
+    fit = smf.mixedlm("y ~ 1", data, groups="g").fit(reml=True, method=["powell"])
+    assert fit.converged
+    assert var_init == pytest.approx(float(fit.cov_re.iloc[0, 0]) * y.std() ** 2, rel=1e-4)
+    assert var_e == pytest.approx(float(fit.scale) * y.std() ** 2, rel=1e-4)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from analysis_helpers import BASE, HAND, STUDY, run, study_rows, write_csv
 
 from noisefloor.cli import main
+from noisefloor.errors import UserError
 from noisefloor.stats.classify import analyse
 
 GOOD = "intervention,init_seed,train_seed,test_loss\nbaseline,42,,5.10\nbaseline,42,23,5.11\n"
@@ -187,3 +189,29 @@ def test_extra_columns_of_any_name_are_ignored(tmp_path, capsys):
                     .replace("5.11\n", "5.11,8,b\n"))
     assert main(["classify", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["floors"][0]["n"] == 2
+
+
+@pytest.mark.parametrize("source", [STUDY, HAND])
+def test_large_file_path_reads_exactly_what_the_row_by_row_path_reads(source, monkeypatch):
+    """Files over FAST_PATH_CHARS are validated column by column; the result must be the same table."""
+    from noisefloor.stats import table
+
+    text = source.read_text()
+    monkeypatch.setattr(table, "FAST_PATH_CHARS", -1)
+    fast = table.results_from_text(text, "x.csv")
+    assert table._vectorised(text, "x.csv") is not None  # the column path really ran
+    monkeypatch.setattr(table, "FAST_PATH_CHARS", 10**12)
+    slow = table.results_from_text(text, "x.csv")
+    pd.testing.assert_frame_equal(fast.runs, slow.runs)
+    pd.testing.assert_frame_equal(fast.cells, slow.cells)
+    assert (fast.left_out, fast.repeats) == (slow.left_out, slow.repeats)
+
+
+def test_large_file_path_leaves_mistakes_to_the_exact_messages(monkeypatch):
+    from noisefloor.stats import table
+
+    monkeypatch.setattr(table, "FAST_PATH_CHARS", -1)
+    text = STUDY.read_text().splitlines()
+    text[3] = text[3].replace("5.", "five.", 1)
+    with pytest.raises(UserError, match="line 4, column 'test_loss'"):
+        table.results_from_text("\n".join(text) + "\n", "x.csv")

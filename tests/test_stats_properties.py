@@ -88,6 +88,9 @@ def test_floor_invariants(rows):
         for k in (1, 2, 3):
             lo, hi = floor.band(k)
             assert lo <= floor.mean <= hi
+        if floor.constant:  # no spread: no interval or rate that would look meaningful
+            assert floor.prediction_interval_997 is None and floor.false_positive_rate_3sd is None
+            continue
         lo, hi = floor.prediction_interval_997
         assert lo <= floor.mean <= hi
         assert 0 < floor.false_positive_rate_3sd < 1

@@ -13,6 +13,7 @@ from statsmodels.stats.power import TTestIndPower
 from noisefloor.cli import main
 from noisefloor.stats import tests
 from noisefloor.stats.classify import analyse
+from noisefloor.stats.plan import FIRST_LOOK
 
 TRAIN42 = [BASE[(42, None)], BASE[(42, 23)], BASE[(42, 67)]]
 INIT = [BASE[(42, None)], BASE[(22, None)], BASE[(67, None)]]
@@ -124,7 +125,9 @@ def test_undecided_with_the_reason(tmp_path):
     init_only = {(42, None): 5.10, (22, None): 5.12}
     rows = study_rows(init_only, [run("same", 42, None, 5.0, True), run("diff", 42, None, 5.0, False)])
     v = verdicts_of(write_csv(tmp_path / "a.csv", rows))
-    assert v["same"].verdict == "undecided" and "no training-loop floor" in v["same"].notes[-1]
+    # same_init=true without a training-loop floor falls back to the init floor, like an unknown same_init
+    assert v["same"].verdict == "signal" and v["same"].floor.name == "init@no-reseed"
+    assert "training-loop floor is missing: judged against the init floor" in v["same"].notes[-1]
     assert v["diff"].verdict == "signal"
     rows = study_rows(BASE, [run("elsewhere", 7, None, 5.0, True)])
     (v,) = analyse(write_csv(tmp_path / "b.csv", rows)).verdicts
@@ -157,6 +160,10 @@ def test_holm_matches_a_hand_implementation():
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     assert tests.holm(p) == pytest.approx(list(adjusted))
+    from statsmodels.stats.multitest import multipletests
+
+    ties = [0.01, 0.01, 0.2, 0.03, 0.9, 0.03, 1e-8]
+    assert tests.holm(ties) == pytest.approx(list(multipletests(ties, method="holm")[1]), rel=1e-12)
 
 
 def test_holm_is_applied_across_interventions():
@@ -193,3 +200,70 @@ def test_a_floor_differing_only_in_floating_point_noise_is_constant(tmp_path):
     rows = [run("baseline", 42, None, 5.1), run("baseline", 42, 23, 5.1000000000001), run("x", 42, None, 5.1001, True)]
     (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
     assert v.verdict == "undecided" and v.floor.constant and v.floor.sd == 0.0
+
+
+def test_zero_spread_floor_reports_no_rate_and_no_zero_width_interval(tmp_path):
+    rows = [run("baseline", 42, None, 5.1), run("baseline", 42, 23, 5.1), run("x", 42, None, 5.1001, True)]
+    analysis = analyse(write_csv(tmp_path / "r.csv", rows))
+    (v,) = analysis.verdicts
+    assert v.verdict == "undecided" and v.decision == "undecided"
+    assert (v.false_positive_rate_3sd, v.prediction_interval_997, v.band_3sd) == (None, None, None)
+    (floor,) = analysis.to_json()["floors"]
+    assert floor["false_positive_rate_3sd"] is None and floor["prediction_interval_997"] is None
+
+
+def test_same_init_with_a_zero_spread_training_loop_floor_falls_back_to_the_init_floor(tmp_path):
+    base = {(42, None): 5.10, (42, 23): 5.10, (22, None): 5.12, (67, None): 5.09}
+    rows = study_rows(base, [run("x", 42, None, 5.0, True)])
+    with_column = {v.intervention: v for v in analyse(write_csv(tmp_path / "a.csv", rows)).verdicts}["x"]
+    rows_unknown = study_rows(base, [run("x", 42, None, 5.0, None)])
+    unknown = analyse(write_csv(tmp_path / "b.csv", rows_unknown)).verdicts[0]
+    assert with_column.floor.name == unknown.floor.name == "init@no-reseed"  # knowing more does not lose the verdict
+    assert (with_column.verdict, with_column.delta) == (unknown.verdict, unknown.delta)
+    assert "training-loop floor has no spread: judged against the init floor" in with_column.notes[-1]
+
+
+def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
+    """3x3 grid: pooled s² = Σ (n_i - 1) s_i² / Σ (n_i - 1) with 6 df, not one seed's 2 df."""
+    grid = {(42, None): 5.1032, (42, 23): 5.1068, (42, 67): 5.0991, (22, None): 5.1251, (22, 23): 5.1190,
+            (22, 67): 5.1302, (67, None): 5.0874, (67, 23): 5.0930, (67, 67): 5.0861}  # fmt: skip
+    rows = study_rows(grid, [run("x", 22, 23, 5.1010, True)])
+    analysis = analyse(write_csv(tmp_path / "r.csv", rows))
+    (v,) = analysis.verdicts
+    variances = [np.var([x for (i, _), x in grid.items() if i == seed], ddof=1) for seed in (42, 22, 67)]
+    pooled = math.sqrt(sum(2 * s2 for s2 in variances) / 6)
+    assert v.floor.name == "train@init_seed=22" and "pooled" in v.floor_reason
+    assert (v.sd, v.df) == (pytest.approx(pooled), 6)
+    assert v.reference == pytest.approx(np.mean([grid[(22, t)] for t in (None, 23, 67)]))
+    f = math.sqrt(1 + 1 / 3)
+    assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / f, 6))
+    half = stats.t.ppf(0.9985, 6) * pooled * f
+    assert v.prediction_interval_997 == pytest.approx((v.reference - half, v.reference + half))
+    assert v.paired is None and v.primary.test == "prediction" and v.prediction.df == 6  # one pair: prediction test
+    assert analysis.to_json()["pooled_training_loop_sd"]["df"] == 6
+    assert any(n.startswith("training-loop SD pooled over the 3 training-loop floors") for n in analysis.notes)
+
+
+@pytest.mark.parametrize("effect", [0.004, 0.03])
+def test_plan_from_a_stated_effect_matches_statsmodels(effect, capsys):
+    """`noisefloor plan --effect`: seeds per arm for 80% power at the stated effect, from each floor's SD."""
+    import json
+
+    assert main(["plan", str(STUDY), "--effect", str(effect), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    analysis = analyse(STUDY)
+    for row in plan["floors"]:
+        sd = analysis.floor(row["floor"]).sd
+        if TTestIndPower().power(effect / sd, 2, 0.05) >= 0.8:
+            expected = 2  # statsmodels' solver gives NaN below 2 per arm
+        else:
+            expected = math.ceil(TTestIndPower().solve_power(effect_size=effect / sd, alpha=0.05, power=0.8))
+        assert row["seeds_per_arm"] == expected and row["sd"] == pytest.approx(sd)
+        if row["sequential_mean_seeds"] is not None:  # the anytime-valid rule stops early when it can
+            assert FIRST_LOOK <= row["sequential_mean_seeds"] <= 3 * max(row["seeds_per_arm"], FIRST_LOOK)
+
+
+def test_plan_needs_a_positive_effect(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["plan", str(STUDY), "--effect", "0"])
+    assert exit_.value.code == 2 and "must be a positive number" in capsys.readouterr().err

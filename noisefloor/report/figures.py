@@ -184,7 +184,7 @@ def components_plot(analysis: Analysis) -> bytes | None:
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of the baseline's test-loss variance (%)")
     ax.set_ylabel("")
-    ax.set_title(f"Variance components (REML, {c.n_runs} baseline runs)")
+    ax.set_title(f"Variance components ({c.method}, {c.n_runs} baseline runs)")
     return _png(fig)
 
 

@@ -54,18 +54,32 @@ def verdict_text(v: Verdict) -> str:
     return f"{v.verdict} ({v.direction})" if v.verdict == SIGNAL else v.verdict
 
 
+def decision_text(v: Verdict) -> str:
+    return f"{v.decision} ({v.decision_direction})" if v.decision == SIGNAL else v.decision
+
+
+def signed_interval(pair) -> str:
+    return "–" if pair is None else f"{pair[0]:+.4f}…{pair[1]:+.4f}"
+
+
+def evalue(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3g}" if x < 1e6 else ">1e6"
+
+
 def kind_text(kind: str) -> str:
     return "training loop" if kind == TRAIN else "init"
 
 
-PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses"}  # columns that may wrap in a terminal
+PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses", "in plain words"}  # columns that may wrap in a terminal
 TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
 
 
 def tables(analysis: Analysis) -> list[Table]:
     """Each table narrow enough for a 120-column terminal: floors and interventions come in two parts."""
     out = [_floors(analysis), _floor_bands(analysis), _interventions(analysis)]
-    optional = (_honest_numbers, _floor_choice, _components, _factorial, _repeats, _left_out)
+    optional = (_disagreements, _honest_numbers, _floor_choice, _components, _factorial, _repeats, _left_out)
     return out + [t for t in (make(analysis) for make in optional) if t]
 
 
@@ -104,17 +118,26 @@ def _interventions(a: Analysis) -> Table:
         (
             v.intervention,
             str(len(v.runs)),
-            loss(v.test_loss),
             v.floor.name if v.floor else "–",
             signed(v.delta),
+            decision_text(v),
+            signed_interval(v.ci),
+            verdict_text(v) + ("" if v.agrees else " *"),
             signed(v.z, 2),
-            verdict_text(v),
-            signed(v.delta_matched),
         )
         for v in a.verdicts
     )
-    columns = ("intervention", "runs", "test loss", "floor", "Δ", "z (SDs)", "verdict", "Δ vs same seeds")
-    return Table("interventions", "Interventions: verdict by the 3-SD rule", columns, rows)
+    level = f"{100 * (1 - 2 * a.alpha):g}% CI of Δ"
+    columns = ("intervention", "runs", "floor", "Δ", "decision", level, "3-SD verdict", "z (SDs)")
+    title = f"Interventions: decision (α = {a.alpha:g}) beside the 3-SD rule (* = they disagree)"
+    return Table("interventions", title, columns, rows)
+
+
+def _disagreements(a: Analysis) -> Table | None:
+    rows = tuple((v.intervention, v.disagreement) for v in a.verdicts if v.disagreement)
+    if not rows:
+        return None
+    return Table("disagreements", "Where the 3-SD rule and the decision disagree", ("intervention", "in plain words"), rows)
 
 
 def _honest_numbers(a: Analysis) -> Table | None:
@@ -123,16 +146,19 @@ def _honest_numbers(a: Analysis) -> Table | None:
     rows = tuple(
         (
             v.intervention,
-            interval(v.band_3sd),
+            loss(v.test_loss),
             interval(v.prediction_interval_997),
             percent(v.false_positive_rate_3sd),
             f"{pvalue(v.primary.p_value)} {TEST_LABELS[v.primary.test]}" if v.primary else "–",
             pvalue(v.p_holm),
-            "–" if v.seeds_needed is None else str(v.seeds_needed),
+            evalue(v.e_value) + (" (signal)" if v.anytime_signal else ""),
+            spread(v.margin_for_noise),
+            signed(v.delta_matched),
         )
         for v in a.verdicts
     )
-    columns = ("intervention", "3-SD band", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "seeds needed")
+    columns = ("intervention", "test loss", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "e-value", "min margin",
+               "Δ paired")
     return Table("statistics", "Interventions: the honest small-n numbers", columns, rows)
 
 
@@ -159,7 +185,7 @@ def _components(a: Analysis) -> Table | None:
         ("initialisation", spread(c.var_init**0.5), f"{c.var_init:.3g}", percent(c.share_init)),
         ("training loop", spread(c.var_train**0.5), f"{c.var_train:.3g}", percent(c.share_train)),
     )
-    title = f"Variance components of the baseline (REML, {c.n_runs} runs, {c.n_init_seeds} init seeds)"
+    title = f"Variance components of the baseline ({c.method}, {c.n_runs} runs, {c.n_init_seeds} init seeds)"
     return Table("variance_components", title, ("source", "SD", "variance", "share"), rows)
 
 
@@ -198,6 +224,29 @@ def _left_out(a: Analysis) -> Table | None:
         return None
     rows = tuple((x.run, str(x.line), x.intervention, x.status) for x in a.results.left_out)
     return Table("left_out", "Rows left out (status not 'done')", ("run", "line", "intervention", "status"), rows)
+
+
+def plan_table(rows, effect: float, alpha: float, power: float) -> Table:
+    """`noisefloor plan`: seeds per arm per floor (rows: stats.plan.PlanRow)."""
+    body = tuple(
+        (
+            r.floor,
+            kind_text(r.kind),
+            spread(r.sd),
+            str(r.df),
+            "–" if r.effect_sds is None else f"{r.effect_sds:.2f}",
+            "–" if r.seeds_per_arm is None else str(r.seeds_per_arm),
+            "–" if r.sequential_mean_seeds is None else f"{r.sequential_mean_seeds:.1f} ({percent(r.sequential_power)})",
+        )
+        for r in rows
+    )
+    title = f"Seeds per arm to detect Δ = {effect:g} nats/token (two-sided α = {alpha:g}, power {power:g})"
+    columns = ("floor", "kind", "SD", "df", "effect (SDs)", "seeds per arm", "e-value rule: mean seeds (power)")
+    return Table("plan", title, columns, body)
+
+
+def render_plan(table: Table, console) -> None:
+    console.print(_rich_table(table))
 
 
 def notes(analysis: Analysis) -> list[str]:
@@ -258,7 +307,7 @@ def to_html(items: list[Table]) -> str:
 
 
 def _css(cell: str) -> str:
-    if cell.startswith(SIGNAL):
+    if cell.startswith(SIGNAL) and len(cell) < 20:  # a verdict or decision cell, not prose
         return "better" if "better" in cell else "worse"
     if cell == UNDECIDED:
         return "undecided"
@@ -269,10 +318,8 @@ def _css(cell: str) -> str:
 
 def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None) -> None:
     """Print the tables (all, or those whose key is in `keys`) and notes to a rich console."""
-    from rich import box
     from rich.markup import escape
     from rich.panel import Panel
-    from rich.table import Table as RichTable
 
     if analysis.failure_notes:
         text = "\n".join(analysis.failure_notes)
@@ -280,15 +327,38 @@ def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None
     for table in tables(analysis):
         if keys is not None and table.key not in keys:
             continue
-        rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
-        for column in table.columns:
-            rich_table.add_column(column, overflow="fold", min_width=None if column in PROSE else min(len(column), 12))
-        for row in table.rows:
-            rich_table.add_row(*(_styled(cell) for cell in row))
-        console.print(rich_table)
+        if len(table.rows) > LARGE_TABLE_ROWS:
+            console.print(_plain_table(table), markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(_rich_table(table))
     for note in notes(analysis):
         if note not in analysis.failure_notes:
             console.print(f"• {escape(note)}")
+
+
+LARGE_TABLE_ROWS = 150  # rich lays out tables at ~10 ms a row; longer ones print as plain aligned text
+
+
+def _plain_table(table: Table) -> str:
+    """Columns padded to their widest cell (at most 40: a longer cell runs over), one line per row, no folding:
+    fast for thousands of rows."""
+    widths = [min(40, max(len(c) for c in column)) for column in zip(table.columns, *table.rows)]
+    lines = [table.title, "", "  ".join(c.ljust(w) for c, w in zip(table.columns, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+def _rich_table(table: Table):
+    from rich import box
+    from rich.table import Table as RichTable
+
+    rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+    for column in table.columns:
+        rich_table.add_column(column, overflow="fold", min_width=None if column in PROSE else min(len(column), 12))
+    for row in table.rows:
+        rich_table.add_row(*(_styled(cell) for cell in row))
+    return rich_table
 
 
 def _styled(cell: str) -> str:

@@ -15,11 +15,28 @@ from pathlib import Path
 
 from noisefloor import atomic
 from noisefloor.report import figures
-from noisefloor.report.tables import Table, interval, notes, signed, tables, to_html, to_markdown, verdict_text
-from noisefloor.stats.classify import Analysis, analyse_results
+from noisefloor.report.tables import (
+    Table,
+    decision_text,
+    interval,
+    notes,
+    signed,
+    signed_interval,
+    tables,
+    to_html,
+    to_markdown,
+    verdict_text,
+)
+from noisefloor.stats.classify import ALPHA, Analysis, analyse_results
 from noisefloor.stats.table import read_csv_bytes, results_from_bytes
 
 HOW_TO_READ = (
+    ("decision", "error-controlled: `signal` when the Holm-adjusted p (p Holm) is below α, so the chance of any "
+     "false signal in the file stays ≤ α; `noise` only when the (1 − 2α) CI of Δ lies inside ±margin (equivalence, "
+     "TOST; margin stated with --margin); otherwise `undecided`, with the interval and the smallest margin that "
+     "would have called it noise. The 3-SD verdict is the heuristic; where the two differ, it says why."),
+    ("e-value", "anytime-valid evidence (safe t-test Bayes factor, right-Haar prior on the SD): seeds may be added "
+     "and classify re-run any number of times; e ≥ 1/α is a signal with error ≤ α however often you looked."),
     ("3-SD band", "floor mean ± 3 sample SDs: the heuristic. With n floor runs the SD is itself uncertain, so a "
      "run of pure noise lands outside the band far more often than 0.3% of the time: see 3-SD FPR."),
     ("3-SD FPR", "the chance that the 3-SD rule calls `signal` when there is no effect, under normality, at this "
@@ -32,8 +49,8 @@ HOW_TO_READ = (
      "t-test against the floor runs when the intervention has ≥ 2 runs, else the prediction test "
      "Δ/(SD·f) ~ t(n−1)."),
     ("p Holm", "the p-values above adjusted across all interventions (Holm, family-wise error)."),
-    ("seeds needed", "runs per arm a two-sample t-test needs to detect the observed Δ at α = 0.05 with 80% "
-     "power, taking the floor SD as the run-to-run SD; for planning (observed effects are optimistic)."),
+    ("min margin", "the smallest equivalence margin (nats/token) that would have decided `noise`. "
+     "To plan seeds for an effect you care about: `noisefloor plan --effect 0.01 CSV`."),
 )
 
 
@@ -48,10 +65,10 @@ class Written:
     analysis: Analysis
 
 
-def write_report(source: str | Path, out: str | Path) -> Written:
+def write_report(source: str | Path, out: str | Path, alpha: float = ALPHA, margin: float | None = None) -> Written:
     """Analyse a results CSV or sweep directory and write the report folder `out`."""
     csv_path, data = read_csv_bytes(source)
-    analysis = analyse_results(results_from_bytes(data, str(csv_path)))
+    analysis = analyse_results(results_from_bytes(data, str(csv_path)), alpha, margin)
     folder = atomic.out_folder(out)
 
     curves, curve_notes = figures.read_curves(analysis, csv_path.parent)
@@ -94,14 +111,16 @@ def _summary(analysis: Analysis) -> list[tuple[str, str]]:
     ]
     for v in analysis.verdicts:
         if v.floor is None or v.delta is None:
-            lines.append((v.intervention, f": {v.verdict}: {v.notes[-1] if v.notes else v.floor_reason}"))
+            lines.append((v.intervention, f": {v.decision}: {v.notes[-1] if v.notes else v.floor_reason}"))
         else:
             z = "" if v.z is None else f", {signed(v.z, 2)} SD"
+            ci = f"{100 * v.ci_level:g}% CI {signed_interval(v.ci)}"
+            three = f"3-SD rule: {verdict_text(v)}" + ("" if v.agrees else " (disagrees, see below)")
             lines.append(
                 (
                     v.intervention,
-                    f": {verdict_text(v)}: Δ = {signed(v.delta)} nats/token{z} against {v.floor.name} "
-                    f"(3-SD band {interval(v.band_3sd)}, 99.7% PI {interval(v.prediction_interval_997)})",
+                    f": {decision_text(v)} ({ci}; {three}): Δ = {signed(v.delta)} nats/token{z} against "
+                    f"{v.floor.name} (3-SD band {interval(v.band_3sd)}, 99.7% PI {interval(v.prediction_interval_997)})",
                 )
             )
     return lines

@@ -10,15 +10,19 @@ Rules (documented in the README, "Analysis: classify and report"):
   a run shares with the baseline), else from init_digest when the run and the
   baseline at its init seed both have one, else unknown. An intervention is same-init
   only when all its runs are; unknown or mixed -> the init floor (conservative).
-- same-init interventions -> training-loop floor. Its SD comes from the
-  largest training-loop floor among the intervention's init seeds, else the
-  largest anywhere (training-loop SD assumed equal across init seeds; ties:
-  file order). Each run is compared with the mean of the baseline runs at its
-  own init seed (paired by init seed): delta = mean(x_i - ref(init_i)).
+- same-init interventions -> training-loop floor: the largest among the
+  intervention's init seeds, else the largest anywhere (ties: file order);
+  its SD pooled over every init seed's training-loop floor (assumed equal
+  across init seeds; df summed). Without a training-loop floor with spread,
+  the init floor instead. Each run is compared with the mean of the baseline
+  runs at its own init seed (paired by init seed): delta = mean(x_i - ref(init_i)).
 - other interventions -> init floor at the runs' training-stream setting, else
   the largest init floor (ties: no re-seed); delta = mean(x_i) - floor mean.
 - verdict: signal when |delta| > 3 SD (direction better: lower loss), noise
   otherwise, undecided without a usable floor or when the floor's SD is 0.
+- decision: signal when the Holm-adjusted p of `primary` < alpha; noise when
+  the (1 - 2 alpha) CI of `primary`'s estimate lies inside ±margin; else
+  undecided. e_value: stats/sequential.py.
 - Var(delta) = s^2 f^2 with f^2 = 1/k + sum_I c_I^2 / (k^2 n_I) (k runs, c_I of
   them referenced to n_I baseline runs at I): one run against an n-run floor
   gives f^2 = 1 + 1/n. FPR of the 3-SD rule = 2 (1 - T_df(3 / f)), df = n - 1.
@@ -37,16 +41,18 @@ import numpy as np
 import pandas as pd
 
 from noisefloor.errors import UserError
-from noisefloor.stats import tests
+from noisefloor.stats import sequential, tests
 from noisefloor.stats.components import Components, variance_components
 from noisefloor.stats.factorial import Factorial, factorial_effects
 from noisefloor.stats.floors import (
     INIT,
     TRAIN,
     Floor,
+    PooledSD,
     build_floors,
     false_positive_rate,
     largest,
+    pooled_train_sd,
     prediction_half_width,
 )
 from noisefloor.stats.table import BASELINE, NO_RESEED, Results, read_results
@@ -54,6 +60,7 @@ from noisefloor.stats.table import BASELINE, NO_RESEED, Results, read_results
 SCHEMA = "noisefloor.classify/1"
 SIGNAL, NOISE, UNDECIDED = "signal", "noise", "undecided"
 SDS = 3.0
+ALPHA = tests.ALPHA
 
 
 REPRODUCIBILITY_FAILURE = "REPRODUCIBILITY FAILURE"
@@ -82,13 +89,77 @@ class Verdict:
     delta_matched: float | None = None  # mean of (run - that baseline run) over the n_pairs
     p_holm: float | None = None
     notes: tuple[str, ...] = field(default=())
+    df: int | None = None  # degrees of freedom of sd (summed over init seeds when the SD is pooled)
+    e_value: float | None = None  # anytime-valid evidence of an effect (stats/sequential.py)
+    alpha: float = ALPHA
+    margin: float | None = None  # equivalence margin in nats/token; None: `noise` is never decided
+
+    @property
+    def ci_level(self) -> float:
+        """The equivalence test at alpha (TOST) is the (1 - 2 alpha) interval inside ±margin."""
+        return 1.0 - 2.0 * self.alpha
 
     @cached_property
-    def seeds_needed(self) -> int | None:
-        """Runs per arm to detect the observed delta at alpha 0.05 with 80% power (floor SD)."""
-        if self.delta is None or self.sd is None:
+    def ci(self) -> tuple[float, float] | None:
+        """(1 - 2 alpha) confidence interval of the effect, from the test that fits the design (`primary`)."""
+        return self.primary.interval(self.ci_level) if self.primary else None
+
+    @property
+    def margin_for_noise(self) -> float | None:
+        """The smallest margin that would have called it noise: the interval's farthest end from 0."""
+        return None if self.ci is None else max(abs(self.ci[0]), abs(self.ci[1]))
+
+    @property
+    def decision(self) -> str:
+        """signal: Holm-adjusted p < alpha; noise: the (1 - 2 alpha) CI inside ±margin; else undecided."""
+        if self.p_holm is not None and self.p_holm < self.alpha:
+            return SIGNAL
+        if self.margin is not None and self.margin_for_noise is not None and self.margin_for_noise < self.margin:
+            return NOISE
+        return UNDECIDED
+
+    @property
+    def decision_direction(self) -> str | None:
+        if self.decision != SIGNAL:
             return None
-        return tests.seeds_needed(self.delta, self.sd)
+        return "better" if self.primary.estimate < 0 else "worse"
+
+    @property
+    def decision_reason(self) -> str:
+        if self.primary is None or self.p_holm is None:
+            return "no test could be made (no usable floor or no spread)"
+        p = f"Holm p = {self.p_holm:.3g} ({self.primary.test} test)"
+        if self.decision == SIGNAL:
+            return f"{p} < α = {self.alpha:g}"
+        if self.ci is None:
+            return f"{p} ≥ α = {self.alpha:g}; no interval"
+        ci = f"{100 * self.ci_level:g}% CI of Δ [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}]"
+        if self.decision == NOISE:
+            return f"{ci} lies inside ±{self.margin:g} (equivalence at α = {self.alpha:g}); {p}"
+        if self.margin is None:
+            margin = f"no --margin given (a margin > {self.margin_for_noise:.4f} would call it noise)"
+        else:
+            margin = f"not inside ±{self.margin:g} (noise needs a margin > {self.margin_for_noise:.4f})"
+        return f"{p} ≥ α = {self.alpha:g}; {ci}: {margin}"
+
+    @property
+    def agrees(self) -> bool:
+        """Whether the 3-SD rule and the decision say the same (the 3-SD 'noise' claims what only 'noise' may)."""
+        return self.verdict == self.decision and self.direction == self.decision_direction
+
+    @property
+    def disagreement(self) -> str | None:
+        """The two verdicts' difference in plain words, or None when they agree."""
+        if self.agrees:
+            return None
+        three = f"3-SD rule: {self.verdict}" + (f" ({self.direction})" if self.direction else "")
+        decided = f"decision: {self.decision}" + (f" ({self.decision_direction})" if self.decision_direction else "")
+        return f"{three}, but {decided}, because {self.decision_reason}"
+
+    @property
+    def anytime_signal(self) -> bool | None:
+        """The e-value reached 1/alpha: a signal that stays valid however many times seeds were added."""
+        return None if self.e_value is None else self.e_value >= 1.0 / self.alpha
 
     @property
     def floor_kind(self) -> str | None:
@@ -106,24 +177,25 @@ class Verdict:
             return None
         return "better" if self.delta < 0 else "worse"
 
+    # Without spread (sd = 0) the band, interval and rate are None: zero width would claim a certainty not there.
     @property
     def band_3sd(self) -> tuple[float, float] | None:
-        if self.reference is None or self.sd is None:
+        if self.reference is None or not self.sd:
             return None
         return (self.reference - SDS * self.sd, self.reference + SDS * self.sd)
 
     @property
     def prediction_interval_997(self) -> tuple[float, float] | None:
-        if self.reference is None or self.sd is None:
+        if self.reference is None or not self.sd:
             return None
-        half = prediction_half_width(self.sd, self.floor.df, self.factor)
+        half = prediction_half_width(self.sd, self.df, self.factor)
         return (self.reference - half, self.reference + half)
 
     @property
     def false_positive_rate_3sd(self) -> float | None:
-        if self.factor is None:
+        if self.factor is None or not self.sd:
             return None
-        return false_positive_rate(self.floor.df, self.factor, SDS)
+        return false_positive_rate(self.df, self.factor, SDS)
 
     @property
     def primary(self) -> tests.TestResult | None:
@@ -137,6 +209,17 @@ class Verdict:
         primary = self.primary
         return {
             "intervention": self.intervention,
+            "decision": self.decision,
+            "decision_direction": self.decision_direction,
+            "decision_reason": self.decision_reason,
+            "agrees_with_3sd_rule": self.agrees,
+            "disagreement": self.disagreement,
+            "ci": _pair(self.ci),
+            "ci_level": self.ci_level,
+            "margin": self.margin,
+            "margin_for_noise": self.margin_for_noise,
+            "e_value": self.e_value,
+            "anytime_signal": self.anytime_signal,
             "n_runs": len(self.runs),
             "runs": list(self.runs),
             "init_seeds": list(self.init_seeds),
@@ -153,6 +236,7 @@ class Verdict:
             "delta": self.delta,
             "z": self.z,
             "sd": self.sd,
+            "df": self.df,
             "n_compared": self.n_compared,
             "band_3sd": _pair(self.band_3sd),
             "prediction_interval_997": _pair(self.prediction_interval_997),
@@ -165,7 +249,6 @@ class Verdict:
             "test": primary.test if primary else None,
             "p_value": primary.p_value if primary else None,
             "p_holm": self.p_holm,
-            "seeds_needed": self.seeds_needed,
             "tests": {t.test: t.to_json() for t in (self.prediction, self.welch, self.paired) if t is not None},
             "notes": list(self.notes),
         }
@@ -182,6 +265,9 @@ class Analysis:
     components_note: str | None
     factorial: Factorial | None
     notes: tuple[str, ...]
+    pooled_train: PooledSD | None = None
+    alpha: float = ALPHA
+    margin: float | None = None
 
     @property
     def reproducibility_failures(self) -> list:
@@ -203,10 +289,13 @@ class Analysis:
                 "source": r.source,
                 "sha256": r.sha256,
                 "n_rows_used": len(r.runs),
+                "alpha": self.alpha,
+                "margin": self.margin,
                 "notes": list(self.notes),
                 "left_out": [asdict(x) for x in r.left_out],
                 "repeats": [asdict(x) | {"identical": x.identical} for x in r.repeats],
                 "floors": [f.to_json() for f in self.floors],
+                "pooled_training_loop_sd": self.pooled_train.to_json() if self.pooled_train else None,
                 "interventions": [v.to_json() for v in self.verdicts],
                 "variance_components": self.components.to_json() if self.components else None,
                 "variance_components_note": self.components_note,
@@ -215,12 +304,14 @@ class Analysis:
         )
 
 
-def analyse(path: str | Path) -> Analysis:
+def analyse(path: str | Path, alpha: float = ALPHA, margin: float | None = None) -> Analysis:
     """Read a results CSV (or SWEEP_DIR/results.csv) and analyse it."""
-    return analyse_results(read_results(path))
+    return analyse_results(read_results(path), alpha, margin)
 
 
-def analyse_results(results: Results) -> Analysis:
+def analyse_results(results: Results, alpha: float = ALPHA, margin: float | None = None) -> Analysis:
+    """alpha: the decision's error rate (Holm family-wise for signal, TOST for noise); margin: the
+    equivalence margin in nats/token (None: no intervention is decided noise)."""
     cells = results.cells
     base = cells[cells["intervention"] == BASELINE]
     if base.empty:
@@ -248,7 +339,7 @@ def analyse_results(results: Results) -> Analysis:
     verdicts = [
         _judge(name, group, context) for name, group in _by_intervention(cells).items() if name != BASELINE
     ]
-    verdicts = _holm(verdicts)
+    verdicts = [replace(v, alpha=alpha, margin=margin) for v in _holm(verdicts)]
     components, components_note = variance_components(cells)
     return Analysis(
         results=results,
@@ -256,8 +347,11 @@ def analyse_results(results: Results) -> Analysis:
         verdicts=tuple(verdicts),
         components=components,
         components_note=components_note,
-        factorial=factorial_effects(cells),
-        notes=tuple(_notes(results, floors, verdicts)),
+        factorial=factorial_effects(cells, components),
+        notes=tuple(_notes(results, floors, verdicts, margin, context.pooled)),
+        pooled_train=context.pooled,
+        alpha=alpha,
+        margin=margin,
     )
 
 
@@ -273,6 +367,8 @@ class _Baseline:
     most_per_init: int  # the most baseline runs sharing an init seed
     most_per_stream: int  # the most baseline runs sharing a training-stream setting
     repeats: tuple
+    pooled: PooledSD | None  # the training-loop SD pooled over init seeds
+    train_floors: dict[int, Floor]  # init seed -> its training-loop floor
 
     @classmethod
     def of(cls, base: pd.DataFrame, floors, results: Results) -> _Baseline:
@@ -290,6 +386,8 @@ class _Baseline:
             most_per_init=int(stats["size"].max()),
             most_per_stream=int(base.groupby("stream").size().max()),
             repeats=results.repeats,
+            pooled=pooled_train_sd(floors),
+            train_floors={f.init_seed: f for f in floors if f.kind == TRAIN},
         )
 
 
@@ -348,7 +446,14 @@ def _judge(name: str, group: list, ctx: _Baseline) -> Verdict:
         verdict=UNDECIDED,
     )
     if same_init:
-        return _against_train_floor(verdict, group, ctx, notes)
+        judged = _against_train_floor(verdict, group, ctx, notes)
+        if judged.sd or not any(f.kind == INIT for f in ctx.floors):
+            return judged
+        # Knowing the runs share the baseline's initial weights must not lose the verdict: the init
+        # floor holds the training-loop noise too (and more), so judging against it stays valid.
+        lacking = "has no spread" if judged.floor else "is missing"
+        notes = notes + [f"the training-loop floor {lacking}: judged against the init floor instead (conservative)"]
+        return _against_init_floor(verdict, group, ctx, notes)
     return _against_init_floor(verdict, group, ctx, notes)
 
 
@@ -391,7 +496,7 @@ def _no_floor(verdict: Verdict, why: str, notes: list[str], kind: str, most: int
 
 def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
     why = f"initial weights are the baseline's (same_init from the {verdict.same_init_source})"
-    train_floors = {f.init_seed: f for f in ctx.floors if f.kind == TRAIN}
+    train_floors = ctx.train_floors
     seeds = verdict.init_seeds
     without = [s for s in seeds if s not in train_floors]
     own = largest(train_floors[s] for s in seeds if s in train_floors)
@@ -407,7 +512,13 @@ def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verd
         )
     if len(seeds) > 1:
         reason += "; each run compared with the baseline at its own init seed"
-    verdict = replace(verdict, floor=floor, floor_reason=reason)
+    pooled = ctx.pooled
+    if pooled and pooled.sd > 0:
+        reason += f"; SD pooled over the {len(pooled.floors)} training-loop floors (df = {pooled.df})"
+        sd, df = pooled.sd, pooled.df
+    else:
+        sd, df = floor.sd, floor.df
+    verdict = replace(verdict, floor=floor, floor_reason=reason, sd=sd, df=df)
     missing = sorted({int(c.init_seed) for c in group if int(c.init_seed) not in ctx.by_init})
     if missing:
         notes = notes + [f"runs at init seed(s) {_seeds(missing)} left out: no baseline run at that init seed"]
@@ -442,6 +553,7 @@ def _against_init_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdi
             f"its {len(group)} runs are averaged per init seed into {len(seeds)} value(s): runs sharing an init seed "
             "differ only by the training loop, so each init seed is one draw from the init floor"
         ]
+    verdict = replace(verdict, sd=floor.sd, df=floor.df)
     return _compare(verdict, seeds, ["floor"] * len(seeds), {"floor": (floor.mean, floor.n)}, ctx, notes, pair=False)
 
 
@@ -469,7 +581,7 @@ def _per_init_seed(group: list) -> list:
 
 
 def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baseline, notes, pair: bool = True) -> Verdict:
-    """Delta, z, verdict, the honest numbers and the tests, against `verdict.floor`.
+    """Delta, z, verdict, the honest numbers and the tests, against `verdict.floor` with SD `verdict.sd`.
 
     keys[i] names the reference of run i in `refs` (value, number of baseline runs averaged).
     pair: also compare each run with the baseline run of the same (init seed, stream): the paired
@@ -482,8 +594,8 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
     delta = sum(xs) / k - reference
     counts = Counter(keys)
     factor = math.sqrt(1.0 / k + sum(c * c / (k * k * refs[key][1]) for key, c in counts.items()))
-    sd = floor.sd
-    if floor.constant:
+    sd = verdict.sd
+    if not sd:
         outcome = UNDECIDED
         notes = notes + [
             f"undecided: floor {floor.name} has zero spread (all {floor.n} runs gave {floor.mean:.6g}); "
@@ -492,8 +604,9 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
     else:
         outcome = SIGNAL if abs(delta) > SDS * sd else NOISE
     welch = paired = None
+    own_floor = floor.kind == INIT or all(int(c.init_seed) == floor.init_seed for c in used)
     if k >= 2:
-        if floor.kind == INIT or all(int(c.init_seed) == floor.init_seed for c in used):
+        if own_floor:
             welch = tests.welch(xs, list(floor.losses))
         else:
             notes = notes + ["no Welch test: its runs span init seeds and the floor holds one (see the paired test)"]
@@ -501,6 +614,9 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
     pairs = [(x, ctx.by_cell[key]) for key, x in keyed if key in ctx.by_cell] if pair else []
     if len(pairs) >= 2:
         paired = tests.paired([x for x, _ in pairs], [b for _, b in pairs])
+        e_value = sequential.e_value_paired([x - b for x, b in pairs])
+    else:
+        e_value = sequential.e_value_two_sample(xs, floor.losses) if own_floor else None
     return replace(
         verdict,
         test_loss=sum(xs) / k,
@@ -512,7 +628,8 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
         sd=sd,
         factor=factor,
         n_compared=k,
-        prediction=tests.prediction(delta, sd, floor.df, factor),
+        prediction=tests.prediction(delta, sd, verdict.df, factor),
+        e_value=e_value,
         welch=welch,
         paired=paired,
         n_pairs=len(pairs),
@@ -529,7 +646,7 @@ def _holm(verdicts: list[Verdict]) -> list[Verdict]:
     return out
 
 
-def _notes(results: Results, floors, verdicts) -> list[str]:
+def _notes(results: Results, floors, verdicts, margin: float | None, pooled: PooledSD | None) -> list[str]:
     notes = []
     failures = [r for r in results.repeats if not r.identical]
     if failures:
@@ -553,6 +670,16 @@ def _notes(results: Results, floors, verdicts) -> list[str]:
             )
     if results.left_out:
         notes.append(f"{len(results.left_out)} row(s) left out because their status is not 'done'")
+    if pooled is not None:
+        notes.append(
+            f"training-loop SD pooled over the {len(pooled.floors)} training-loop floors: {pooled.sd:.5f} with "
+            f"{pooled.df} degrees of freedom (the SD is assumed the same at every init seed)"
+        )
+    if margin is None and verdicts:
+        notes.append(
+            "no equivalence margin given (--margin, nats/token): no intervention can be decided noise; "
+            "each undecided one shows the smallest margin that would have called it noise"
+        )
     return notes
 
 

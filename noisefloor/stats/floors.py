@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 import numpy as np
-from scipy import stats as sps
 
 from noisefloor.stats.table import BASELINE, NO_RESEED
-from noisefloor.stats.tests import has_spread
+from noisefloor.stats.tests import has_spread, t_ppf, t_sf
 
 TRAIN = "train"
 INIT = "init"
@@ -38,12 +38,12 @@ BAND_SDS = (1, 2, 3)
 
 def false_positive_rate(df: int, factor: float, sds: float = 3.0) -> float:
     """P(|X̄ - m| > sds·s) under normality with no real effect: 2 (1 - T_df(sds / factor))."""
-    return float(2.0 * sps.t.sf(sds / factor, df))
+    return 2.0 * t_sf(sds / factor, df)
 
 
 def prediction_half_width(sd: float, df: int, factor: float, level: float = PI_LEVEL) -> float:
     """Half-width of the Student-t prediction interval: t_{(1+level)/2, df} · sd · factor."""
-    return float(sps.t.ppf(0.5 + level / 2.0, df) * sd * factor)
+    return t_ppf(0.5 + level / 2.0, df) * sd * factor
 
 
 def one_run_factor(n: int) -> float:
@@ -69,16 +69,16 @@ class Floor:
     def df(self) -> int:
         return self.n - 1
 
-    @property
+    @cached_property
     def constant(self) -> bool:
         """All runs gave the same loss, up to floating-point noise: the floor has no spread."""
         return not has_spread(self.losses)
 
-    @property
+    @cached_property
     def mean(self) -> float:
         return self.losses[0] if self.constant else float(np.mean(self.losses))
 
-    @property
+    @cached_property
     def sd(self) -> float:
         return 0.0 if self.constant else float(np.std(self.losses, ddof=1))
 
@@ -90,13 +90,17 @@ class Floor:
         return (self.mean - sds * self.sd, self.mean + sds * self.sd)
 
     @property
-    def prediction_interval_997(self) -> tuple[float, float]:
+    def prediction_interval_997(self) -> tuple[float, float] | None:
+        """None for a floor without spread: a zero-width interval would claim certainty it does not have."""
+        if self.constant:
+            return None
         half = prediction_half_width(self.sd, self.df, one_run_factor(self.n))
         return (self.mean - half, self.mean + half)
 
     @property
-    def false_positive_rate_3sd(self) -> float:
-        return false_positive_rate(self.df, one_run_factor(self.n))
+    def false_positive_rate_3sd(self) -> float | None:
+        """None for a floor without spread: with SD 0 the 3-SD rule has no false-positive rate to speak of."""
+        return None if self.constant else false_positive_rate(self.df, one_run_factor(self.n))
 
     def to_json(self) -> dict:
         out = {
@@ -112,12 +116,37 @@ class Floor:
             "sd": self.sd,
             "sd_population": self.sd_population,
             "constant": self.constant,
-            "prediction_interval_997": list(self.prediction_interval_997),
+            "prediction_interval_997": None if self.constant else list(self.prediction_interval_997),
             "false_positive_rate_3sd": self.false_positive_rate_3sd,
         }
         for sds in BAND_SDS:
             out[f"band_{sds}sd"] = list(self.band(sds))
         return out
+
+
+@dataclass(frozen=True)
+class PooledSD:
+    """The training-loop SD pooled over the init seeds' training-loop floors (assumed equal at every seed):
+    s² = Σ (n_i - 1) s_i² / Σ (n_i - 1) with df = Σ (n_i - 1), more degrees of freedom than any one floor."""
+
+    floors: tuple[Floor, ...]
+
+    @cached_property
+    def df(self) -> int:
+        return sum(f.df for f in self.floors)
+
+    @cached_property
+    def sd(self) -> float:
+        return math.sqrt(sum(f.df * f.sd**2 for f in self.floors) / self.df)
+
+    def to_json(self) -> dict:
+        return {"sd": self.sd, "df": self.df, "floors": [f.name for f in self.floors]}
+
+
+def pooled_train_sd(floors: Iterable[Floor]) -> PooledSD | None:
+    """The pooled training-loop SD when there are >= 2 training-loop floors, else None."""
+    train = tuple(f for f in floors if f.kind == TRAIN)
+    return PooledSD(train) if len(train) >= 2 else None
 
 
 def train_floor_name(init_seed: int) -> str:

@@ -22,6 +22,7 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from noisefloor.errors import UserError
@@ -134,6 +135,9 @@ def results_from_bytes(data: bytes, source: str) -> Results:
 
 
 def results_from_text(text: str, source: str) -> Results:
+    fast = _vectorised(text, source) if len(text) > FAST_PATH_CHARS else None
+    if fast is not None:
+        return fast
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         numbered = [(reader.line_num, row) for row in reader]
@@ -151,6 +155,93 @@ def results_from_text(text: str, source: str) -> Results:
             )
     rows = [(line, dict(zip(header, (cell.strip() for cell in row)))) for line, row in numbered[1:]]
     return _validate(rows, set(header), source)
+
+
+FAST_PATH_CHARS = 1_000_000  # larger files are validated column by column first
+
+
+def _vectorised(text: str, source: str) -> Results | None:
+    """The same validation as `_validate`, column by column (a million rows in seconds, not minutes).
+
+    Only for plain files: no quotes, no blank lines, every line with the header's field count, and every
+    cell valid. Anything else returns None, and the row-by-row path reads the file and names the first
+    problem exactly as it always does.
+    """
+    if '"' in text:
+        return None
+    lines = text.splitlines()
+    header = [name.strip() for name in lines[0].split(",")]
+    if len(set(header)) != len(header) or any(name not in header for name in REQUIRED):
+        return None
+    if any(line.count(",") != len(header) - 1 or not line.strip(", \t") for line in lines[1:]):
+        return None
+    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, header=0,
+                        names=header, skip_blank_lines=False, engine="c")
+    padded = " " in text or "\t" in text
+    cells = {name: frame[name].str.strip() if padded else frame[name] for name in header}
+    empty = pd.Series("", index=frame.index)
+    line = np.arange(2, len(frame) + 2)
+    intervention = cells["intervention"]
+    if (intervention == "").any() or any(
+        BASELINE in name.split("+") or "" in name.split("+") for name in intervention.unique() if "+" in name
+    ):
+        return None
+    run = cells.get("run", empty)
+    named = run[run != ""]
+    if named.duplicated().any():
+        return None
+    keep = np.ones(len(frame), bool)
+    left_out: list[LeftOut] = []
+    if "status" in cells:
+        keep = (cells["status"] == "done").to_numpy()
+        for i in np.flatnonzero(~keep):
+            name = run.iat[i] or f"line {line[i]}"
+            left_out.append(LeftOut(name, int(line[i]), intervention.iat[i], cells["status"].iat[i] or "(empty)"))
+    init, train = _integers(cells["init_seed"][keep]), cells["train_seed"][keep]
+    has_train = (train != "").to_numpy()
+    train_int = np.zeros(len(train), np.int64)
+    if has_train.any():
+        given = _integers(train[has_train])
+        if given is None:
+            return None
+        train_int[has_train] = given
+    if init is None:
+        return None
+    loss = pd.to_numeric(cells["test_loss"][keep], errors="coerce").to_numpy(float)
+    same = cells.get("same_init", empty)[keep].str.lower()
+    if not np.isfinite(loss).all() or not same.isin(("", "true", "false")).all():
+        return None
+    train_seed = np.where(has_train, train_int.astype(object), None)
+    runs = pd.DataFrame(
+        {
+            "run": np.where(run[keep] != "", run[keep], ["line " + str(n) for n in line[keep]]),
+            "line": line[keep],
+            "intervention": intervention[keep].to_numpy(),
+            "init_seed": init,
+            "train_seed": train_seed,
+            "stream": np.where(has_train, ["train_seed=" + str(t) for t in train_int], NO_RESEED),
+            "test_loss": loss,
+            "same_init": same.map({"": None, "true": True, "false": False}).to_numpy(),
+            **{name: _or_none(cells.get(name, empty)[keep].to_numpy(object)) for name in ("init_digest", "final_digest")},
+        }
+    ).astype(object)
+    runs["test_loss"] = runs["test_loss"].astype(float)
+    cells_frame, repeats = _collapse(runs)
+    return Results(source, runs, cells_frame, tuple(left_out), tuple(repeats))
+
+
+def _integers(texts: pd.Series) -> np.ndarray | None:
+    """int64 values when every text is a plain integer (what int() reads, short of underscores), else None."""
+    values = pd.to_numeric(texts, errors="coerce")
+    if values.dtype.kind != "i":  # a float, an unparsable text (NaN) or a seed beyond int64 anywhere
+        return None
+    return values.to_numpy(np.int64)
+
+
+def _or_none(values: np.ndarray) -> np.ndarray:
+    out = values.copy()
+    out[values == ""] = None
+    return out
 
 
 def _check_header(header: list[str], source: str) -> list[str]:
@@ -223,6 +314,7 @@ def _validate(rows: list[tuple[int, dict[str, str]]], columns: set[str], source:
         columns=["run", "line", "intervention", *CELL_KEYS, "test_loss", "same_init", "init_digest", "final_digest"],
     ).astype(object)
     runs["test_loss"] = runs["test_loss"].astype(float)
+    runs["train_seed"] = pd.Series([r["train_seed"] for r in records], dtype=object)  # ints and None, not floats
     cells, repeats = _collapse(runs)
     return Results(source, runs, cells, tuple(left_out), tuple(repeats))
 
@@ -269,36 +361,34 @@ def _boolean(text: str, where: str) -> bool | None:
 
 
 def _collapse(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Repeat]]:
-    """One cell per (intervention, init seed, stream); repeats recorded."""
-    cells = []
+    """One cell per (intervention, init seed, stream), in order of first appearance; repeats recorded.
+
+    Column-wise: a cell of one run is that run; only the (few) repeated cells are built one by one.
+    """
+    codes = runs.groupby(["intervention", "init_seed", "stream"], sort=False).ngroup().to_numpy()
+    first = np.unique(codes, return_index=True)[1]  # row of each cell's first run, in code (= first-seen) order
+    sizes = np.bincount(codes)
+    frame = runs.iloc[first][["intervention", *CELL_KEYS, "test_loss", "same_init", "init_digest", "final_digest"]]
+    frame = frame.reset_index(drop=True)
+    frame.insert(5, "runs", [(name,) for name in runs["run"].iloc[first]])
     repeats = []
-    keys = ["intervention", "init_seed", "stream"]
-    for (intervention, init_seed, stream), group in runs.groupby(keys, sort=False):
+    for code in np.flatnonzero(sizes > 1):
+        group = runs[codes == code]
         losses = tuple(float(v) for v in group["test_loss"])
         names = tuple(group["run"])
-        if len(group) > 1:
-            repeats.append(Repeat(intervention, int(init_seed), stream, names, losses))
-        cells.append(
-            {
-                "intervention": intervention,
-                "init_seed": int(init_seed),
-                "train_seed": group["train_seed"].iloc[0],
-                "stream": stream,
-                "test_loss": losses[0] if len(set(losses)) == 1 else sum(losses) / len(losses),
-                "runs": names,
-                "same_init": _first_known(group["same_init"]),
-                "init_digest": _first_known(group["init_digest"]),
-                "final_digest": _first_known(group["final_digest"]),
-            }
-        )
-    frame = pd.DataFrame.from_records(
-        cells, columns=["intervention", *CELL_KEYS, "test_loss", "runs", "same_init", "init_digest", "final_digest"]
-    ).astype(object)
+        repeats.append(Repeat(group["intervention"].iat[0], int(group["init_seed"].iat[0]), group["stream"].iat[0], names, losses))
+        frame.at[code, "runs"] = names
+        frame.at[code, "test_loss"] = losses[0] if len(set(losses)) == 1 else sum(losses) / len(losses)
+        for name in ("same_init", "init_digest", "final_digest"):
+            frame.at[code, name] = _first_known(group[name])
+    frame = frame.astype(object)
+    frame["init_seed"] = [int(v) for v in frame["init_seed"]]
+    frame = frame.astype(object)
     frame["test_loss"] = frame["test_loss"].astype(float)
     return frame, repeats
 
 
-def _first_known(values: pd.Series):
+def _first_known(values):
     for value in values:
         if value is not None:
             return value

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy import integrate
-from scipy import stats as sps
-from statsmodels.stats.multitest import multipletests
+import numpy as np
+from scipy import special
 
 ALPHA = 0.05
 POWER = 0.80
 MAX_SEEDS = 1_000_000
 RELATIVE_NOISE = 1e-10
+
+
+def t_sf(x: float, df: float) -> float:
+    """Student-t upper tail P(T > x): scipy.special's ufunc, ~100x less per-call overhead than scipy.stats.t."""
+    return float(special.stdtr(df, -x))
+
+
+def t_ppf(q: float, df: float) -> float:
+    """Student-t quantile (inverse of the CDF), via scipy.special."""
+    return float(special.stdtrit(df, q))
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,15 @@ class TestResult:
     df: float | None
     p_value: float | None
     note: str | None = None
+    estimate: float | None = None  # the difference the test is about (intervention - baseline)
+    se: float | None = None  # its standard error; statistic = estimate / se
+
+    def interval(self, level: float) -> tuple[float, float] | None:
+        """Two-sided `level` confidence interval of the estimate: estimate ± t_{(1+level)/2, df} · se."""
+        if self.p_value is None or self.estimate is None or self.se is None:
+            return None
+        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
+        return (self.estimate - half, self.estimate + half)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -46,25 +63,41 @@ def _spread(values: Sequence[float], scale: float) -> bool:
 
 
 def welch(intervention: Sequence[float], floor: Sequence[float]) -> TestResult:
-    """Welch's unequal-variance t-test of the intervention's runs against the floor's runs."""
+    """Welch's unequal-variance t-test of the intervention's runs against the floor's runs.
+
+    In closed form (Welch-Satterthwaite df) rather than scipy.stats.ttest_ind, whose per-call
+    overhead dominated `classify` on files with hundreds of interventions; the tests compare the two.
+    """
     scale = max(abs(v) for v in [*intervention, *floor])
     if not (_spread(intervention, scale) or _spread(floor, scale)):
         return TestResult("welch", None, None, None, "no spread in either sample: the t-test is undefined")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = sps.ttest_ind(intervention, floor, equal_var=False)
-    return TestResult("welch", float(res.statistic), float(res.df), float(res.pvalue))
+    a, b = (_variance(v) / len(v) for v in (intervention, floor))
+    df = (a + b) ** 2 / (a * a / (len(intervention) - 1) + b * b / (len(floor) - 1))
+    return _t_test("welch", _mean(intervention) - _mean(floor), math.sqrt(a + b), df)
 
 
 def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResult:
-    """Paired t-test on intervention - baseline at the same init seed and training stream."""
+    """Paired t-test on intervention - baseline at the same init seed and training stream (closed form)."""
     differences = [a - b for a, b in zip(intervention, baseline, strict=True)]
     if not _spread(differences, max(abs(v) for v in [*intervention, *baseline])):
         return TestResult("paired", None, None, None, "all paired differences are equal: the t-test is undefined")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = sps.ttest_rel(intervention, baseline)
-    return TestResult("paired", float(res.statistic), float(res.df), float(res.pvalue))
+    n = len(differences)
+    return _t_test("paired", _mean(differences), math.sqrt(_variance(differences) / n), n - 1)
+
+
+def _t_test(name: str, estimate: float, se: float, df: float) -> TestResult:
+    statistic = estimate / se
+    return TestResult(name, statistic, float(df), 2.0 * t_sf(abs(statistic), df), None, estimate, se)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _variance(values: Sequence[float]) -> float:
+    """Sample variance (ddof = 1)."""
+    mean = _mean(values)
+    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
@@ -72,14 +105,21 @@ def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
     if sd == 0:
         return TestResult("prediction", None, df, None, "the floor has no spread: the test is undefined")
     statistic = delta / (sd * factor)
-    return TestResult("prediction", statistic, df, float(2.0 * sps.t.sf(abs(statistic), df)))
+    return TestResult("prediction", statistic, df, 2.0 * t_sf(abs(statistic), df), None, delta, sd * factor)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values (family-wise error), via statsmodels."""
+    """Holm step-down adjusted p-values (family-wise error): the k-th smallest p times (m - k + 1), made
+    monotone by a running maximum, capped at 1. In numpy: statsmodels' multipletests gives the same numbers
+    (the tests compare them) but importing it costs `classify` seconds, and it calls gc.collect() per call."""
     if not p_values:
         return []
-    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+    p = np.asarray(p_values, float)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
+    adjusted = np.empty_like(p)
+    adjusted[order] = scaled
+    return [float(x) for x in adjusted]
 
 
 def two_sample_power(effect: float, n: int, alpha: float = ALPHA) -> float:
@@ -90,6 +130,8 @@ def two_sample_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     probability is integrated directly: T = (Z + nc) / sqrt(V/df), V ~ chi2(df), so
     P(|T| > c) = E_V[Phi(nc - c·sqrt(V/df)) + Phi(-nc - c·sqrt(V/df))].
     """
+    from scipy import stats as sps  # lazily: scipy.stats costs start-up time classify does not need
+
     df = 2 * n - 2
     nc = abs(effect) * math.sqrt(n / 2.0)
     critical = float(sps.t.isf(alpha / 2.0, df))
@@ -100,6 +142,8 @@ def two_sample_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     def integrand(v: float) -> float:
         scale = critical * math.sqrt(v / df)
         return (sps.norm.cdf(nc - scale) + sps.norm.cdf(-nc - scale)) * sps.chi2.pdf(v, df)
+
+    from scipy import integrate  # rarely needed: only where the noncentral t fails
 
     lo, hi = sps.chi2.ppf(1e-15, df), sps.chi2.isf(1e-15, df)
     value, _ = integrate.quad(integrand, lo, hi, limit=200)
@@ -115,6 +159,8 @@ def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, power: float = P
     """
     if sd == 0 or delta == 0 or not math.isfinite(delta / sd):
         return None
+    from scipy import stats as sps  # lazily, as in two_sample_power
+
     effect = abs(delta) / sd
 
     def enough(n: int) -> bool:
