@@ -4,6 +4,7 @@ the token cache and the resumable checkpoints."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from noisefloor.train import data as data_module
 from noisefloor.train.data import load_corpus, tokens_digest
 
 
-def _cache_file(corpus_hash: str) -> "Path":
+def _cache_file(corpus_hash: str) -> Path:
     (path,) = data_module.cache_dir().glob(f"tokens-{corpus_hash[7:23]}-*.npy")
     return path
 
