@@ -4,6 +4,7 @@ the token cache and the resumable checkpoints."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +14,16 @@ from noisefloor.train import data as data_module
 from noisefloor.train.data import load_corpus, tokens_digest
 
 
-def _cache_file(corpus_hash: str) -> "Path":
+def _cache_file(corpus_hash: str) -> Path:
     (path,) = data_module.cache_dir().glob(f"tokens-{corpus_hash[7:23]}-*.npy")
     return path
 
 
-def _flip_last_token_bit(path) -> None:
-    """One flipped bit in the last token: the test split, which decides the test loss."""
+def _flip_test_token_bit(path) -> None:
+    """One flipped bit in the first window of the test split, which every test loss evaluates."""
+    count = len(np.load(path, mmap_mode="r"))
     raw = bytearray(path.read_bytes())
-    raw[-2] ^= 0x01
+    raw[len(raw) - 2 * count + 2 * (int(count * 0.95) + 1)] ^= 0x01
     path.write_bytes(bytes(raw))
 
 
@@ -38,7 +40,7 @@ def test_a_damaged_token_cache_is_rebuilt_from_the_source_with_a_line(text_corpu
     source, clean_tokens, clean = text_corpus
     cache = _cache_file(clean.corpus_hash)
     if damage == "flip":
-        _flip_last_token_bit(cache)
+        _flip_test_token_bit(cache)
     elif damage == "truncate":
         cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
     else:
@@ -69,14 +71,16 @@ def test_a_flipped_cache_bit_never_reaches_training_and_the_manifest_records_the
     """Before: one flipped test-split bit in the cache gave another test loss and the same manifest."""
     from noisefloor.train import trainer
 
-    config = micro_config.replace(train={"steps": 2, "checkpoint_interval": 0, "eval_interval": 0})
+    source = tmp_path / "corpus.txt"  # small, so that rebuilding the cache is quick
+    source.write_text("Every effort moves you forward, said the interpreter to the reference manual. " * 300)
+    overrides = {"steps": 2, "checkpoint_interval": 0, "eval_interval": 0, "data": str(source)}
+    config = micro_config.replace(train=overrides)
     clean = trainer.train(config, tmp_path / "clean")
-    corpus = load_corpus("builtin", config.model.vocab_size)
+    corpus = load_corpus(str(source), config.model.vocab_size)
     clean_digest = tokens_digest(np.array(corpus.tokens))
-    _flip_last_token_bit(_cache_file(corpus.corpus_hash))
-    code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml", "--set", "train.steps=2",
-                           "--set", "train.checkpoint_interval=0", "--set", "train.eval_interval=0",
-                           "--out", tmp_path / "flipped", "--quiet")
+    _flip_test_token_bit(_cache_file(corpus.corpus_hash))
+    code, _, err = run_cli(capsys, "train", "--config", REPO / "training" / "micro.toml", "--out", tmp_path / "flipped",
+                           "--quiet", *[f"--set=train.{key}={json.dumps(value)}" for key, value in overrides.items()])
     assert code == 0 and "rebuilding" in err
     flipped = json.loads((tmp_path / "flipped" / "result.json").read_text())
     assert flipped["test_loss"] == clean["test_loss"]
