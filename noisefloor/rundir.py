@@ -21,6 +21,8 @@ from noisefloor.errors import UserError
 RESULT_STATUSES = ("done", "diverged", "failed")
 RESULT_NUMBERS = ("test_loss", "val_loss", "seconds", "tokens_per_s")
 RESULT_TEXTS = ("error", "init_digest", "final_digest")
+DONE_FIELDS = ("test_loss",)  # what every finished run reports, a --command program's included
+TRAINER_DONE_FIELDS = (*RESULT_NUMBERS, "final_digest")  # what noisefloor's own trainer always writes
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class RunDir:
     def read_config(self) -> RunConfig:
         return from_dict(self.read_json(self.config), source=str(self.config))
 
-    def read_result(self) -> dict[str, Any] | None:
+    def read_result(self, done_fields: tuple[str, ...] = DONE_FIELDS) -> dict[str, Any] | None:
         """result.json (None while the run has not ended), with the fields status, results.csv and the CLI read
         type-checked: a damaged one is one line naming it, never a crash further on."""
         if not self.result.exists():
@@ -65,8 +67,7 @@ class RunDir:
         if result.get("status") not in RESULT_STATUSES:
             wrong.append("status")
         elif result["status"] == "done":
-            # a --command run's program reports only test_loss for sure (README: "your own trainer")
-            wrong += [key for key in ("test_loss",) if result.get(key) is None]
+            wrong += [key for key in done_fields if result.get(key) is None]
         if wrong:
             raise UserError(f"{self.result} is corrupt ({', '.join(dict.fromkeys(wrong))} missing or of the wrong type); "
                             "delete it to train the run again from its last checkpoint")

@@ -36,7 +36,7 @@ def test_the_four_commands_as_written_end_with_verdicts(tmp_path, monkeypatch, c
     assert code == 0 and [r["status"] for r in json.loads(stdout)["runs"]] == ["done"] * 8
 
     code, stdout, _ = run_cli(capsys, "classify", "results.csv")
-    assert code == 0 and "Interventions: verdict by the 3-SD rule" in stdout
+    assert code == 0 and "Interventions: decision" in stdout
     verdict_line = next(line for line in stdout.splitlines() if line.strip().startswith("grad-clip"))
     assert "noise" in verdict_line or "signal" in verdict_line
     code, stdout, _ = run_cli(capsys, "classify", "results.csv", "--json")

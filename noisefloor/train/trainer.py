@@ -29,7 +29,7 @@ from noisefloor import __version__, atomic
 from noisefloor.config import RunConfig
 from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError, notice
-from noisefloor.rundir import RunDir, exclusive
+from noisefloor.rundir import TRAINER_DONE_FIELDS, RunDir, exclusive
 from noisefloor.train import determinism, distributed, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
 from noisefloor.train.distributed import SINGLE, Ranks
@@ -470,7 +470,7 @@ def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = 
     config = run.read_config()
     require_memory(config)
     with exclusive(run):
-        finished = run.read_result()
+        finished = run.read_result(TRAINER_DONE_FIELDS)
         if finished is not None:
             return finished
         return _run(config, run, progress, resume=True)
