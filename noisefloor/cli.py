@@ -17,7 +17,7 @@ from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-ORDER = ("demo", "train", "eval", "smoke", "sweep", "reseed", "status", "classify", "plan", "report",
+ORDER = ("demo", "train", "eval", "smoke", "design", "sweep", "reseed", "status", "classify", "plan", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
@@ -320,6 +320,42 @@ def _print_sweep_summary(summary) -> None:
         if record.status in ("failed", "diverged"):
             print(f"  {record.planned.run_id}: {record.status} — {(record.result or {}).get('error')}")
     print(f"results: {summary.path / 'results.csv'}   next: noisefloor classify {summary.path}")
+
+
+def _design_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interventions", required=True, type=lambda s: [n.strip() for n in s.split(",") if n.strip()],
+                   help="2 to 7 comma-separated interventions, e.g. grad-clip,no-dropout,wd-0.01,lr-schedule,qkv-bias")
+    p.add_argument("--runs", type=_positive_int, help="at least this many design rows (default: the smallest of resolution V)")
+    p.add_argument("--resolution", type=int, choices=(3, 4, 5, 6, 7), help="at least this resolution (default 5, or 3 with --runs)")
+    p.add_argument("--init-seeds", type=_seed_list, default=[42, 22], help="init seeds, each a block replicating the design (default 42,22)")
+    p.add_argument("--config", help="base run config: a file or a preset (default tiny-cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the base config (repeatable)")
+    p.add_argument("--name", help="sweep name (default: --out's file name, else factorial-K)")
+    p.add_argument("--out", help="write the spec here (default: print it)")
+
+
+@command("design", "a two-level fractional-factorial plan of interventions, written as a sweep spec", _design_arguments)
+def _design(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from noisefloor import atomic
+    from noisefloor.stats.design import choose
+    from noisefloor.sweep.design_spec import describe, design_spec
+
+    design = choose(args.interventions, args.runs, args.resolution)
+    out = Path(args.out) if args.out else None
+    name = args.name or (out.stem if out else f"factorial-{design.k}")
+    text = design_spec(design, args.init_seeds, name, args.config, args.overrides, out)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the spec file, e.g. --out {out / (name + '.toml')}")
+    atomic.write_text(out, text)
+    print("\n".join(describe(design, args.init_seeds)))
+    print(f"spec written to {out}   next: noisefloor sweep {out}")
+    return 0
 
 
 @command("sweep", "train the baseline and interventions at several init seeds (or a spec file's experiments)", _sweep_arguments)
