@@ -203,7 +203,8 @@ def _factorial(a: Analysis) -> Table | None:
         d = f.design
         title = (f"Do the improvements add up? {d.runs}-run design of {d.k} interventions ({d.resolution_name}, "
                  f"{d.defining_relation}; full factorial {d.full_runs}), {f.n_runs} runs, {f.df_resid} residual df; "
-                 "effect = mean loss on minus off")
+                 "effect = mean loss on minus off"
+                 + (f"; init-changing (new initial weights): {', '.join(f.init_changing)}" if f.init_changing else ""))
     columns = ("term (= aliases)", "kind", "effect on loss", "SE", "95% CI", "p", "Holm p", "decision", "reading")
     return Table("factorial", title, columns, rows)
 

@@ -65,7 +65,8 @@ class Term:
     se: float | None
     p_value: float | None
     ci95: tuple[float, float] | None
-    changes_init: bool = False  # a term with an intervention whose runs start from other initial weights
+    changes_init: bool = False  # a term with an intervention whose runs start from other initial weights (design
+    # fit: a term made of such interventions alone, the only ones whose estimate carries init-seed variance)
     df: int | None = None  # degrees of freedom of the SE
     aliases: tuple[str, ...] = ()  # effects aliased with this one by the design (its estimate is their sum)
     p_holm: float | None = None  # over the file's factorial terms
@@ -140,6 +141,7 @@ class Factorial:
     init_variance: bool = False  # SEs from the variance components (init-changing interventions present)
     design: Design | None = None  # a recognised regular design: the ±1 fit of alias chains
     runs_left_out: int = 0  # runs outside the (init seed, stream) cells every design row has
+    init_changing: tuple[str, ...] = ()  # factors whose runs start from other initial weights (design fit)
 
     @property
     def model(self) -> str:
@@ -159,6 +161,7 @@ class Factorial:
             "design": None if d is None else {
                 "runs": d.runs, "full_factorial_runs": d.full_runs, "resolution": d.resolution_name,
                 "defining_relation": d.defining_relation, "runs_left_out": self.runs_left_out,
+                "init_changing": list(self.init_changing),
             },
             "factors": list(self.factors),
             "n_runs": self.n_runs,
@@ -262,14 +265,19 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     df = df_resid
     new_init = on[:, [factors.index(f) for f in init_changers]].any(axis=1) if init_changers else np.zeros(len(used), bool)
     if new_init.any() or df <= 0:
-        se = _se_with_init_variance(x, used, new_init, components)
+        # Runs with the same init-changing factors on at one init seed start from the same new weights (the
+        # other factors leave the init alone): one draw each. So only effects made of init-changing factors
+        # alone carry init variance; in the others each draw cancels within its seed.
+        changed = [frozenset(f for f, x in zip(factors, row) if x and f in init_changers) for row in on]
+        draws = list(zip(changed, used["init_seed"].astype(int)))
+        se = _se_with_init_variance(x, used, new_init, components, draws)
         if df <= 0 and components is not None:  # the training-loop variance's own df: baseline runs within init seeds
             df = components.n_runs - components.n_init_seeds
     terms = []
     first = len(columns) - len(chains)
     for (head, aliased), estimate, error in zip(chains, 2.0 * params[first:], 2.0 * se[first:]):
         kind = "main" if len(head) == 1 else "interaction"
-        changes_init = any(design.factors[i] in init_changers for effect in [head, *aliased] for i in effect)
+        changes_init = any(all(design.factors[i] in init_changers for i in effect) for effect in [head, *aliased])
         names = tuple(design.name(a) for a in aliased)
         if df > 0 and np.isfinite(error) and error > 0:
             p_value, ci95 = _t_test(float(estimate), float(error), df)
@@ -277,7 +285,7 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
         else:
             terms.append(Term(design.name(head), kind, float(estimate), None, None, None, changes_init, None, names))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), bool(new_init.any()), design,
-                     int((~keep).sum()))
+                     int((~keep).sum()), tuple(f for f in factors if f in init_changers))
 
 
 def half_normal_scores(n: int) -> np.ndarray:
@@ -333,12 +341,14 @@ def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return params, df_resid, np.sqrt(np.clip(np.diag(np.linalg.inv(x.T @ x)) * s2, 0.0, None))
 
 
-def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None) -> np.ndarray:
+def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None,
+                           draws: list | None = None) -> np.ndarray:
     """SEs of the OLS coefficients when runs of init-changing interventions carry init-seed variance:
-    sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z'. NaN without components."""
+    sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z'. NaN without components.
+    draws: which initial weights each run starts from (default: one draw per intervention and init seed)."""
     if components is None:
         return np.full(x.shape[1], np.nan)
-    keys = pd.Series(list(zip(used["intervention"], used["init_seed"])))[new_init]
+    keys = pd.Series(draws if draws is not None else list(zip(used["intervention"], used["init_seed"])))[new_init]
     z = np.zeros((len(used), keys.nunique()))
     z[np.flatnonzero(new_init), pd.factorize(keys)[0]] = 1.0  # one column per (intervention, init seed) draw
     v = components.var_train * np.eye(len(used)) + components.var_init * (z @ z.T)
