@@ -61,6 +61,8 @@ def test_design_mistakes_are_one_line_and_write_nothing(tmp_path, capsys):
 
 # ---------------------------------------------------------------- classify: a factorial sweep
 
+import csv  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -178,3 +180,31 @@ def test_init_changing_factor_is_flagged_and_carries_init_variance():
         assert terms[name].se == pytest.approx(np.sqrt(4 * c.var_train / n), rel=1e-9)
     assert f.init_changing == ("qkv-bias",) and f.to_json()["design"]["init_changing"] == ["qkv-bias"]
     assert "init-seed variance" in terms["qkv-bias"].reading
+
+
+def test_micro_design_through_the_real_sweep_is_classified_as_a_factorial(tmp_path, capsys):
+    """3 interventions in 4 rows (resolution III) x 2 init seeds of the micro config, trained for real."""
+    import json
+
+    from noisefloor.report import figures
+    from noisefloor.stats.classify import analyse
+
+    study = tmp_path / "micro-3.toml"
+    code, _, _ = run_cli(capsys, "design", "--interventions", "no-dropout,wd-0.01,lr-schedule", "--runs", "4",
+                         "--config", "micro", "--set", "train.steps=6", "--out", study)
+    assert code == 0
+    assert run_cli(capsys, "sweep", study, "--out", tmp_path / "sweep", "--quiet", "--jobs", "1")[0] == 0  # one worker: one torch import
+    code, stdout, _ = run_cli(capsys, "classify", tmp_path / "sweep", "--json")
+    f = json.loads(stdout)["factorial"]
+    assert f["design"]["resolution"] == "resolution III" and f["design"]["defining_relation"] == "I = ABC"
+    assert f["n_runs"] == 8 and f["df_resid"] == 8 - 2 - 3
+    terms = {t["term"]: t for t in f["terms"]}
+    assert terms["no-dropout"]["aliases"] == ["wd-0.01 x lr-schedule"] and set(terms) == {"no-dropout", "wd-0.01", "lr-schedule"}
+    # On the real losses: each effect is the mean loss with the intervention on minus off (balanced design).
+    rows = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
+    for name, term in terms.items():
+        on = [float(r["test_loss"]) for r in rows if name in r["intervention"].split("+")]
+        off = [float(r["test_loss"]) for r in rows if name not in r["intervention"].split("+")]
+        assert term["estimate"] == pytest.approx(np.mean(on) - np.mean(off), abs=1e-12)
+        assert term["decision"] in ("signal", "undecided") and term["p_holm"] >= term["p_value"]
+    assert figures.half_normal_plot(analyse(tmp_path / "sweep")).startswith(b"\x89PNG")
