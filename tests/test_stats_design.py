@@ -108,3 +108,17 @@ def test_user_mistakes_are_one_line():
         choose(["a", "a", "b"])
     with pytest.raises(UserError, match="more than the full factorial"):
         choose(["a", "b", "c"], runs=16)
+
+
+def test_half_normal_scores_and_lenth_pseudo_standard_error():
+    from scipy import stats
+
+    from noisefloor.stats.factorial import half_normal_scores, lenth_pse
+
+    n = 15
+    assert half_normal_scores(n) == pytest.approx(stats.halfnorm.ppf((np.arange(1, n + 1) - 0.5) / n))
+    # Lenth (1989): s0 = 1.5 median |c| = 1.5 x 2 = 3; |c| < 7.5 leaves 1, 1, 1, 2, 3 (median 1): PSE = 1.5
+    assert lenth_pse([1.0, -1.0, 1.0, 2.0, -3.0, 10.0, -20.0]) == pytest.approx(1.5)
+    # Under no effect the PSE estimates the effects' SD (Lenth's consistency factor 1.5), checked on 4,000 draws
+    rng = np.random.default_rng(5)
+    assert np.median([lenth_pse(rng.normal(0, 0.01, 15)) for _ in range(4000)]) == pytest.approx(0.01, rel=0.05)

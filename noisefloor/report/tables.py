@@ -205,7 +205,8 @@ def _factorial(a: Analysis) -> Table | None:
                  f"{d.defining_relation}; full factorial {d.full_runs}), {f.n_runs} runs, {f.df_resid} residual df; "
                  "effect = mean loss on minus off"
                  + (f"; init-changing (new initial weights): {', '.join(f.init_changing)}" if f.init_changing else ""))
-    columns = ("term (= aliases)", "kind", "effect on loss", "SE", "95% CI", "p", "Holm p", "decision", "reading")
+    term = "term (= its aliases)" if f.design is not None else "term"
+    columns = (term, "kind", "effect on loss", "SE", "95% CI", "p", "Holm p", "decision", "reading")
     return Table("factorial", title, columns, rows)
 
 
