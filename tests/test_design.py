@@ -180,6 +180,13 @@ def test_init_changing_factor_is_flagged_and_carries_init_variance():
         assert terms[name].se == pytest.approx(np.sqrt(4 * c.var_train / n), rel=1e-9)
     assert f.init_changing == ("qkv-bias",) and f.to_json()["design"]["init_changing"] == ["qkv-bias"]
     assert "init-seed variance" in terms["qkv-bias"].reading
+    # Without the floor runs there are no variance components: the qkv-bias effect gets no test, the others keep
+    # their residual SEs.
+    alone = analyse_results(results_from_text("\n".join(text.splitlines()[:-2]) + "\n", "s.csv"))
+    assert alone.components is None
+    bare = {t.term: t for t in alone.factorial.terms}
+    assert bare["qkv-bias"].se is None and "needs the variance components" in bare["qkv-bias"].reading
+    assert bare["grad-clip"].se is not None and bare["grad-clip"].df == 24 - 3 - 6  # 3 blocks, 3 main effects and 3 interactions
 
 
 def test_micro_design_through_the_real_sweep_is_classified_as_a_factorial(tmp_path, capsys):

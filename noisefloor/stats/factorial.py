@@ -32,8 +32,12 @@ half the departure from additivity ((y_ab - y_a - y_b + y_0) / 2 over the
 other factors). Balanced columns are orthogonal, so the effects have equal
 SEs and a half-normal (Daniel) plot compares them. The residual variance
 gives the SEs; a saturated design (no residual df) takes the training-loop
-variance of the variance components instead. A factor is init-changing when
-every run with it on starts from other initial weights (same_init false).
+variance of the variance components instead. In a balanced design the block
+is orthogonal to every effect, so a random init-seed block (the mixed model)
+gives the same estimates and SEs. A factor is init-changing when every run
+with it on starts from other initial weights (same_init false); effects made
+of init-changing factors alone carry init-seed variance and take their SEs
+from the variance components (none without them).
 
 Every tested term gets the decision of single interventions: signal when its
 Holm-adjusted p-value (over the terms) is below alpha; noise when its
@@ -92,15 +96,18 @@ class Term:
 
     @property
     def reading(self) -> str:
+        no_init_test = ("no test: an init-changing term needs the variance components (baseline runs at >= 2 init "
+                        "seeds and >= 2 streams)")
         if self.kind == "main":
             text = "lowers the loss" if self.estimate < 0 else "raises the loss"
             if self.changes_init:
-                text += " (its runs start from other initial weights: its SE includes init-seed variance)"
+                text += (" (its runs start from other initial weights: its SE includes init-seed variance)"
+                         if self.se is not None else f"; {no_init_test}")
             return text
         if self.p_value is not None and self.changes_init:
             return self._additivity() + " (init-changing: its runs start from other initial weights, its SE includes init-seed variance)"
         if self.p_value is None and self.changes_init:
-            return "no test: an init-changing term needs the variance components (baseline runs at >= 2 init seeds and >= 2 streams)"
+            return no_init_test
         if self.p_value is None:
             return "no test: no residual degrees of freedom (add runs with other seeds)"
         return self._additivity()
@@ -264,27 +271,29 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     params, df_resid, se = _ols(y, x)
     df = df_resid
     new_init = on[:, [factors.index(f) for f in init_changers]].any(axis=1) if init_changers else np.zeros(len(used), bool)
-    if new_init.any() or df <= 0:
-        # Runs with the same init-changing factors on at one init seed start from the same new weights (the
-        # other factors leave the init alone): one draw each. So only effects made of init-changing factors
-        # alone carry init variance; in the others each draw cancels within its seed.
+    # Runs with the same init-changing factors on at one init seed start from the same new weights (the other
+    # factors leave the init alone): one draw each. So only effects made of init-changing factors alone carry
+    # init variance; in the others each draw cancels within its seed.
+    carries_init = [any(all(factors[i] in init_changers for i in e) for e in (head, *aliased)) for head, aliased in chains]
+    first = len(columns) - len(chains)
+    if components is not None and (new_init.any() or df <= 0):
         changed = [frozenset(f for f, x in zip(factors, row) if x and f in init_changers) for row in on]
         draws = list(zip(changed, used["init_seed"].astype(int)))
         se = _se_with_init_variance(x, used, new_init, components, draws)
-        if df <= 0 and components is not None:  # the training-loop variance's own df: baseline runs within init seeds
+        if df <= 0:  # the training-loop variance's own df: baseline runs within init seeds
             df = components.n_runs - components.n_init_seeds
+    elif new_init.any():  # no variance components: only the effects free of init variance keep their residual SE
+        se[first:][np.array(carries_init)] = np.nan
     terms = []
-    first = len(columns) - len(chains)
-    for (head, aliased), estimate, error in zip(chains, 2.0 * params[first:], 2.0 * se[first:]):
+    for (head, aliased), changes_init, estimate, error in zip(chains, carries_init, 2.0 * params[first:], 2.0 * se[first:]):
         kind = "main" if len(head) == 1 else "interaction"
-        changes_init = any(all(design.factors[i] in init_changers for i in effect) for effect in [head, *aliased])
         names = tuple(design.name(a) for a in aliased)
         if df > 0 and np.isfinite(error) and error > 0:
             p_value, ci95 = _t_test(float(estimate), float(error), df)
             terms.append(Term(design.name(head), kind, float(estimate), float(error), p_value, ci95, changes_init, df, names))
         else:
             terms.append(Term(design.name(head), kind, float(estimate), None, None, None, changes_init, None, names))
-    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), bool(new_init.any()), design,
+    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), components is not None and bool(new_init.any()), design,
                      int((~keep).sum()), tuple(f for f in factors if f in init_changers))
 
 
