@@ -328,6 +328,9 @@ def _design_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=_positive_int, help="at least this many design rows (default: the smallest of resolution V)")
     p.add_argument("--resolution", type=int, choices=(3, 4, 5, 6, 7), help="at least this resolution (default 5, or 3 with --runs)")
     p.add_argument("--init-seeds", type=_seed_list, default=[42, 22], help="init seeds, each a block replicating the design (default 42,22)")
+    p.add_argument("--train-seeds", type=_seed_list, default=[23, 67],
+                   help="the training-loop floor: baseline at the first init seed re-seeded with each (default 23,67)")
+    p.add_argument("--no-train-floor", action="store_true", help="leave the training-loop floor out")
     p.add_argument("--config", help="base run config: a file or a preset (default tiny-cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the base config (repeatable)")
@@ -346,14 +349,15 @@ def _design(args: argparse.Namespace) -> int:
     design = choose(args.interventions, args.runs, args.resolution)
     out = Path(args.out) if args.out else None
     name = args.name or (out.stem if out else f"factorial-{design.k}")
-    text = design_spec(design, args.init_seeds, name, args.config, args.overrides, out)
+    train_seeds = None if args.no_train_floor else args.train_seeds
+    text = design_spec(design, args.init_seeds, train_seeds, name, args.config, args.overrides, out)
     if out is None:
         sys.stdout.write(text)
         return 0
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; name the spec file, e.g. --out {out / (name + '.toml')}")
     atomic.write_text(out, text)
-    print("\n".join(describe(design, args.init_seeds)))
+    print("\n".join(describe(design, args.init_seeds, train_seeds)))
     print(f"spec written to {out}   next: noisefloor sweep {out}")
     return 0
 

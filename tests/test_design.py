@@ -17,7 +17,8 @@ def test_design_writes_a_spec_whose_runs_are_the_design_rows_at_each_init_seed(t
     assert "resolution V: 16 of the 32" in stdout and "no main effect or two-factor interaction is aliased" in stdout
     assert "16 rows x 2 init seed(s) = 32 (full factorial: 64)" in stdout
     plan = spec.from_file(out)
-    assert plan.name == "study" and len(plan.runs) == 32
+    assert plan.name == "study" and len(plan.runs) == 32 + 2  # and the training-loop floor: baseline 42 x 23, 67
+    assert {(r.init_seed, r.train_seed) for r in plan.runs if r.train_seed} == {(42, 23), (42, 67)}
     rows = list(dict.fromkeys(r.intervention for r in plan.runs))
     assert rows[0] == "baseline" and len(rows) == 16
     # Every row switches an even number of the five on or off against E = ABCD: a half of the full factorial.
@@ -34,7 +35,7 @@ def test_shipped_factorial_spec_is_what_design_writes(tmp_path, capsys):
     assert code == 0
     body = [line for line in stdout.splitlines() if not line.startswith("#") and "config" not in line]
     assert body == [line for line in shipped.read_text().splitlines() if not line.startswith("#") and "config" not in line]
-    assert len(spec.from_file(shipped).runs) == 32
+    assert len(spec.from_file(shipped).runs) == 34
 
 
 def test_resolution_iii_design_names_its_aliases(capsys):
@@ -204,11 +205,11 @@ def test_micro_design_through_the_real_sweep_is_classified_as_a_factorial(tmp_pa
     code, stdout, _ = run_cli(capsys, "classify", tmp_path / "sweep", "--json")
     f = json.loads(stdout)["factorial"]
     assert f["design"]["resolution"] == "resolution III" and f["design"]["defining_relation"] == "I = ABC"
-    assert f["n_runs"] == 8 and f["df_resid"] == 8 - 2 - 3
+    assert f["n_runs"] == 8 and f["df_resid"] == 8 - 2 - 3 and f["design"]["runs_left_out"] == 2  # the floor runs
     terms = {t["term"]: t for t in f["terms"]}
     assert terms["no-dropout"]["aliases"] == ["wd-0.01 x lr-schedule"] and set(terms) == {"no-dropout", "wd-0.01", "lr-schedule"}
     # On the real losses: each effect is the mean loss with the intervention on minus off (balanced design).
-    rows = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
+    rows = [r for r in csv.DictReader((tmp_path / "sweep" / "results.csv").open()) if not r["train_seed"]]  # the design
     for name, term in terms.items():
         on = [float(r["test_loss"]) for r in rows if name in r["intervention"].split("+")]
         off = [float(r["test_loss"]) for r in rows if name not in r["intervention"].split("+")]

@@ -22,7 +22,7 @@ from noisefloor.sweep.spec import Plan, expand
 DEFAULT_CONFIG = "tiny-cpu"
 
 
-def describe(design: Design, init_seeds: list[int]) -> list[str]:
+def describe(design: Design, init_seeds: list[int], train_seeds: list[int] | None = None) -> list[str]:
     """What the design is, in lines a terminal prints and the spec file carries as comments."""
     k, p = design.k, design.p
     kind = "full factorial" if p == 0 else f"2^({k}-{p}) fractional factorial"
@@ -44,6 +44,11 @@ def describe(design: Design, init_seeds: list[int]) -> list[str]:
         f"runs: {design.runs} rows x {seeds} init seed(s) = {design.runs * seeds} "
         f"(full factorial: {design.full_runs * seeds}); the init seed is a block, aliased with no effect"
     )
+    if train_seeds:
+        lines.append(
+            f"  + {len(train_seeds)} baseline run(s) at init seed {init_seeds[0]} re-seeded with {', '.join(map(str, train_seeds))}: "
+            "the training-loop floor, and the variance components that init-changing effects need"
+        )
     return lines
 
 
@@ -54,13 +59,14 @@ def spec_config(config: str, spec_dir: Path) -> str:
     return Path(os.path.relpath(Path(config).resolve(), spec_dir.resolve())).as_posix()
 
 
-def design_spec(design: Design, init_seeds: list[int], name: str, config: str | None, sets: list[str],
-                spec_path: Path | None) -> str:
-    """The spec file's text, after checking every row is a known intervention that changes the config."""
+def design_spec(design: Design, init_seeds: list[int], train_seeds: list[int] | None, name: str, config: str | None,
+                sets: list[str], spec_path: Path | None) -> str:
+    """The spec file's text, after checking every row is a known intervention that changes the config.
+    train_seeds: also the training-loop floor (baseline at the first init seed re-seeded with each)."""
     config = config or DEFAULT_CONFIG
     base = config_module.load(config, sets)  # relative to the current folder, as the user typed it
     expand(base, Registry(), design.rows(), init_seeds, None, Plan(name))
-    lines = [f"# {line}" for line in describe(design, init_seeds)]
+    lines = [f"# {line}" for line in describe(design, init_seeds, train_seeds)]
     spec_dir = spec_path.parent if spec_path else Path.cwd()
     lines += [f"#   noisefloor sweep {spec_path or 'THIS_FILE.toml'}, then noisefloor classify sweeps/{name}", "[sweep]",
               f"name = {json.dumps(name)}", f"config = {json.dumps(spec_config(config, spec_dir))}"]
@@ -69,4 +75,7 @@ def design_spec(design: Design, init_seeds: list[int], name: str, config: str | 
     lines += ["", "[[experiments]]", 'name = "factorial"', "interventions = ["]
     lines += [f"  {json.dumps(row)}," for row in design.rows()]
     lines += ["]", "init_seeds = [" + ", ".join(str(s) for s in init_seeds) + "]"]
+    if train_seeds:
+        lines += ["", "[[experiments]]", 'name = "train-floor"', f"init_seeds = [{init_seeds[0]}]",
+                  "train_seeds = [" + ", ".join(str(s) for s in train_seeds) + "]"]
     return "\n".join(lines) + "\n"
