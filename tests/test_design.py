@@ -174,20 +174,26 @@ def test_init_changing_factor_is_flagged_and_carries_init_variance():
     terms = {t.term: t for t in f.terms}
     assert [t.term for t in f.terms if t.changes_init] == ["qkv-bias"]
     # Runs with qkv-bias on at one init seed share one new draw: in the qkv-bias effect it enters with weight
-    # n_s / n per seed (variance var_init / 3); in every other effect it cancels within its seed.
-    c, n = a.components, 24
-    assert terms["qkv-bias"].se == pytest.approx(np.sqrt(4 * c.var_train / n + c.var_init / 3), rel=1e-9)
+    # n_s / n per seed (variance var_init / 3); in every other effect it cancels within its seed. The loop part
+    # is the residual variance, the same as in the study without the floor runs (next lines).
+    alone = analyse_results(results_from_text("\n".join(text.splitlines()[:-2]) + "\n", "s.csv"))
+    bare = {t.term: t for t in alone.factorial.terms}
+    assert terms["qkv-bias"].se == pytest.approx(np.sqrt(bare["grad-clip"].se ** 2 + a.components.var_init / 3), rel=1e-9)
     for name in ("grad-clip", "grad-clip x qkv-bias", "no-dropout x qkv-bias"):
-        assert terms[name].se == pytest.approx(np.sqrt(4 * c.var_train / n), rel=1e-9)
+        assert terms[name].se == pytest.approx(bare[name].se, rel=1e-9) and terms[name].se == pytest.approx(bare["grad-clip"].se)
     assert f.init_changing == ("qkv-bias",) and f.to_json()["design"]["init_changing"] == ["qkv-bias"]
     assert "init-seed variance" in terms["qkv-bias"].reading
     # Without the floor runs there are no variance components: the qkv-bias effect gets no test, the others keep
     # their residual SEs.
-    alone = analyse_results(results_from_text("\n".join(text.splitlines()[:-2]) + "\n", "s.csv"))
     assert alone.components is None
-    bare = {t.term: t for t in alone.factorial.terms}
     assert bare["qkv-bias"].se is None and "needs the variance components" in bare["qkv-bias"].reading
-    assert bare["grad-clip"].se is not None and bare["grad-clip"].df == 24 - 3 - 6  # 3 blocks, 3 main effects and 3 interactions
+    # df: 24 runs - 3 blocks - qkv-bias's new draws at the 2 other seeds - 3 main effects - 3 interactions
+    assert bare["grad-clip"].se is not None and bare["grad-clip"].df == 24 - 3 - 2 - 6
+    # the draws' columns leave every estimate the plain mean on minus off
+    losses = {(line.split(",")[0], line.split(",")[1]): float(line.split(",")[3]) for line in text.splitlines()[1:-2]}
+    on = [x for (name, _), x in losses.items() if "qkv-bias" in name]
+    off = [x for (name, _), x in losses.items() if "qkv-bias" not in name]
+    assert terms["qkv-bias"].estimate == pytest.approx(np.mean(on) - np.mean(off), abs=1e-12)
 
 
 def test_micro_design_through_the_real_sweep_is_classified_as_a_factorial(tmp_path, capsys):

@@ -32,12 +32,16 @@ half the departure from additivity ((y_ab - y_a - y_b + y_0) / 2 over the
 other factors). Balanced columns are orthogonal, so the effects have equal
 SEs and a half-normal (Daniel) plot compares them. The residual variance
 gives the SEs; a saturated design (no residual df) takes the training-loop
-variance of the variance components instead. In a balanced design the block
+variance of the variance components instead (the residual is the noise
+between runs sharing an init seed and stream, the comparison the design makes;
+the components' training-loop variance spans streams). In a balanced design the block
 is orthogonal to every effect, so a random init-seed block (the mixed model)
 gives the same estimates and SEs. A factor is init-changing when every run
 with it on starts from other initial weights (same_init false); effects made
 of init-changing factors alone carry init-seed variance and take their SEs
-from the variance components (none without them).
+from the variance components (none without them); one column per
+init-changing combination and further init seed keeps those draws' scatter
+out of the residual.
 
 Every tested term gets the decision of single interventions: signal when its
 Holm-adjusted p-value (over the terms) is below alpha; noise when its
@@ -264,8 +268,21 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     blocks = tuple(sorted(int(s) for s in used["init_seed"].unique()))
     chains = design.alias_chains()
     signs = 2 * on - 1
-    columns = [np.ones(len(used))] + [(used["init_seed"] == b).to_numpy(float) for b in blocks[1:]]
-    columns += [np.prod(signs[:, sorted(head)], axis=1).astype(float) for head, _ in chains]
+    seeds = used["init_seed"].astype(int).to_numpy()
+    changed = [frozenset(f for f, x in zip(factors, row) if x and f in init_changers) for row in on]
+    columns = [np.ones(len(used))] + [(seeds == b).astype(float) for b in blocks[1:]]
+    effects = [np.prod(signs[:, sorted(head)], axis=1).astype(float) for head, _ in chains]
+    # Each init-changing combination draws new weights at each init seed: columns for those draws (within
+    # seeds) keep their scatter out of the residual, which stays the loop noise; they are orthogonal to the
+    # effects, and the draws' mean stays in the effects made of init-changing factors (their SE says so).
+    for combination in dict.fromkeys(c for c in changed if c):
+        for b in blocks[1:]:
+            # seed b against the first seed: orthogonal to every effect column in a balanced design
+            draw = np.array([c == combination for c in changed]) * ((seeds == b).astype(float) - (seeds == blocks[0]))
+            trial = np.column_stack(columns + [draw] + effects)
+            if np.linalg.matrix_rank(trial) == trial.shape[1]:
+                columns.append(draw)
+    columns += effects
     x = np.column_stack(columns)
     y = used["test_loss"].astype(float).to_numpy()
     params, df_resid, se = _ols(y, x)
@@ -277,9 +294,12 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     carries_init = [any(all(factors[i] in init_changers for i in e) for e in (head, *aliased)) for head, aliased in chains]
     first = len(columns) - len(chains)
     if components is not None and (new_init.any() or df <= 0):
-        changed = [frozenset(f for f, x in zip(factors, row) if x and f in init_changers) for row in on]
-        draws = list(zip(changed, used["init_seed"].astype(int)))
-        se = _se_with_init_variance(x, used, new_init, components, draws)
+        draws = list(zip(changed, seeds))
+        # The residual variance is the loop noise between runs that share an init seed and a training stream,
+        # the comparison the design makes; the components' training-loop variance (across streams) only when
+        # the design leaves no residual df.
+        residual = float(((y - x @ params) ** 2).sum()) / df_resid if df_resid > 0 else None
+        se = _se_with_init_variance(x, used, new_init, components, draws, residual)
         if df <= 0:  # the training-loop variance's own df: baseline runs within init seeds
             df = components.n_runs - components.n_init_seeds
     elif new_init.any():  # no variance components: only the effects free of init variance keep their residual SE
@@ -351,16 +371,17 @@ def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
 
 
 def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None,
-                           draws: list | None = None) -> np.ndarray:
+                           draws: list | None = None, var_train: float | None = None) -> np.ndarray:
     """SEs of the OLS coefficients when runs of init-changing interventions carry init-seed variance:
     sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z'. NaN without components.
-    draws: which initial weights each run starts from (default: one draw per intervention and init seed)."""
+    draws: which initial weights each run starts from (default: one draw per intervention and init seed);
+    var_train: the training-loop variance (default: the components')."""
     if components is None:
         return np.full(x.shape[1], np.nan)
     keys = pd.Series(draws if draws is not None else list(zip(used["intervention"], used["init_seed"])))[new_init]
     z = np.zeros((len(used), keys.nunique()))
     z[np.flatnonzero(new_init), pd.factorize(keys)[0]] = 1.0  # one column per (intervention, init seed) draw
-    v = components.var_train * np.eye(len(used)) + components.var_init * (z @ z.T)
+    v = (components.var_train if var_train is None else var_train) * np.eye(len(used)) + components.var_init * (z @ z.T)
     bread = np.linalg.pinv(x.T @ x)
     return np.sqrt(np.clip(np.diag(bread @ x.T @ v @ x @ bread), 0.0, None))
 
