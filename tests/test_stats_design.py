@@ -104,6 +104,8 @@ def test_rows_that_are_no_regular_design_are_not_recognised():
 def test_user_mistakes_are_one_line():
     with pytest.raises(UserError, match="2 to 7 interventions"):
         choose(["grad-clip"])
+    with pytest.raises(UserError, match="give single interventions"):
+        choose(["grad-clip+no-dropout", "wd-0.01"])
     with pytest.raises(UserError, match="listed twice"):
         choose(["a", "a", "b"])
     with pytest.raises(UserError, match="more than the full factorial"):

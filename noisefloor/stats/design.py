@@ -161,6 +161,10 @@ def choose(factors: list[str], runs: int | None = None, resolution: int | None =
     """The smallest regular design with at least `runs` runs and at least `resolution` (default: III with
     --runs, else V; the full factorial when fewer factors leave no such design short of it)."""
     k = len(factors)
+    combined = [f for f in factors if "+" in f or f == "baseline"]
+    if combined:
+        raise UserError(f"--interventions lists {combined[0]!r}: give single interventions (e.g. grad-clip,no-dropout); "
+                        "the design makes the combinations and the baseline")
     if len(set(factors)) != k:
         raise UserError(f"an intervention is listed twice: {','.join(factors)}")
     if not MIN_FACTORS <= k <= MAX_FACTORS:
