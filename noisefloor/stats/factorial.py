@@ -254,13 +254,8 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     used = cells[cells["intervention"].map(lambda name: set(parts(name)) <= set(factors))]
     factors = _written_order(list(dict.fromkeys(used["intervention"])), factors)
     on = np.column_stack([used["intervention"].map(lambda name, f=f: f in parts(name)).to_numpy(int) for f in factors])
-    keys = list(zip(used["init_seed"].astype(int), used["stream"]))
-    cells_of: dict[tuple, set] = {}
-    for row, key in zip(map(tuple, on), keys):
-        cells_of.setdefault(row, set()).add(key)
-    support = set.intersection(*cells_of.values())
-    keep = np.array([key in support for key in keys])
-    design = recognise(factors, on[keep]) if support else None
+    keep = _replicates(on, list(zip(used["init_seed"].astype(int), used["stream"])))
+    design = recognise(factors, on[keep]) if keep.any() else None
     if design is None:
         return None
     used, on = used[keep], on[keep]
@@ -306,15 +301,25 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
         se[first:][np.array(carries_init)] = np.nan
     terms = []
     for (head, aliased), changes_init, estimate, error in zip(chains, carries_init, 2.0 * params[first:], 2.0 * se[first:]):
-        kind = "main" if len(head) == 1 else "interaction"
-        names = tuple(design.name(a) for a in aliased)
+        name, kind, names = design.name(head), "main" if len(head) == 1 else "interaction", tuple(map(design.name, aliased))
         if df > 0 and np.isfinite(error) and error > 0:
             p_value, ci95 = _t_test(float(estimate), float(error), df)
-            terms.append(Term(design.name(head), kind, float(estimate), float(error), p_value, ci95, changes_init, df, names))
+            terms.append(Term(name, kind, float(estimate), float(error), p_value, ci95, changes_init, df, names))
         else:
-            terms.append(Term(design.name(head), kind, float(estimate), None, None, None, changes_init, None, names))
-    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), components is not None and bool(new_init.any()), design,
-                     int((~keep).sum()), tuple(f for f in factors if f in init_changers))
+            terms.append(Term(name, kind, float(estimate), None, None, None, changes_init, None, names))
+    from_components = components is not None and bool(new_init.any())
+    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), from_components, design, int((~keep).sum()),
+                     tuple(f for f in factors if f in init_changers))
+
+
+def _replicates(on: np.ndarray, keys: list[tuple]) -> np.ndarray:
+    """Runs at the (init seed, stream) cells every distinct row of `on` has: the design's replicates (floor runs
+    of the baseline at other streams fall outside)."""
+    cells_of: dict[tuple, set] = {}
+    for row, key in zip(map(tuple, on), keys):
+        cells_of.setdefault(row, set()).add(key)
+    support = set.intersection(*cells_of.values())
+    return np.array([key in support for key in keys])
 
 
 def half_normal_scores(n: int) -> np.ndarray:
