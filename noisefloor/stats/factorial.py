@@ -31,17 +31,21 @@ with the factor on minus off, 2x its coefficient; an interaction effect is
 half the departure from additivity ((y_ab - y_a - y_b + y_0) / 2 over the
 other factors). Balanced columns are orthogonal, so the effects have equal
 SEs and a half-normal (Daniel) plot compares them. The residual variance
-gives the SEs; a saturated design (no residual df) takes the training-loop
-variance of the variance components instead (the residual is the noise
-between runs sharing an init seed and stream, the comparison the design makes;
-the components' training-loop variance spans streams). In a balanced design the block
-is orthogonal to every effect, so a random init-seed block (the mixed model)
-gives the same estimates and SEs. A factor is init-changing when every run
-with it on starts from other initial weights (same_init false); effects made
-of init-changing factors alone carry init-seed variance and take their SEs
-from the variance components (none without them); one column per
-init-changing combination and further init seed keeps those draws' scatter
-out of the residual.
+gives the SEs (the loop noise between runs sharing an init seed and stream,
+the comparison the design makes); a saturated design (no residual df) takes
+the training-loop variance of the variance components instead. In a balanced
+design the block is orthogonal to every effect, so a random init-seed block
+(the mixed model) gives the same estimates and SEs.
+
+A factor is init-changing when every run with it on starts from other
+initial weights (same_init false). At one init seed, the runs with the same
+init-changing factors on share one new draw (the other factors leave the init
+alone): a split-plot, the draws the whole plots. In every other effect a draw
+cancels within its seed; an effect made of init-changing factors alone carries
+the draws, so it is judged by the spread of its per-seed estimates (t-test,
+S - 1 df over S init seeds; no test at one seed), and one column per
+init-changing combination and further seed keeps the draws out of the
+residual the other effects use.
 
 Every tested term gets the decision of single interventions: signal when its
 Holm-adjusted p-value (over the terms) is below alpha; noise when its
@@ -100,8 +104,8 @@ class Term:
 
     @property
     def reading(self) -> str:
-        no_init_test = ("no test: an init-changing term needs the variance components (baseline runs at >= 2 init "
-                        "seeds and >= 2 streams)")
+        no_init_test = ("no test: an init-changing term needs runs at >= 2 init seeds (in a design; else the variance "
+                        "components: baseline runs at >= 2 init seeds and >= 2 streams)")
         if self.kind == "main":
             text = "lowers the loss" if self.estimate < 0 else "raises the loss"
             if self.changes_init:
@@ -163,6 +167,9 @@ class Factorial:
             text = "OLS: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
         if self.init_variance:
             text += "; SEs from the variance components (init-seed variance of init-changing interventions)"
+        if self.init_changing:
+            text += (f"; effects of init-changing {', '.join(self.init_changing)} alone: t-test on their per-init-seed "
+                     "estimates (the new initial weights are drawn once per init seed)")
         return text
 
     def to_json(self) -> dict:
@@ -282,33 +289,28 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     y = used["test_loss"].astype(float).to_numpy()
     params, df_resid, se = _ols(y, x)
     df = df_resid
-    new_init = on[:, [factors.index(f) for f in init_changers]].any(axis=1) if init_changers else np.zeros(len(used), bool)
-    # Runs with the same init-changing factors on at one init seed start from the same new weights (the other
-    # factors leave the init alone): one draw each. So only effects made of init-changing factors alone carry
-    # init variance; in the others each draw cancels within its seed.
-    carries_init = [any(all(factors[i] in init_changers for i in e) for e in (head, *aliased)) for head, aliased in chains]
+    if df_resid <= 0 and components is not None:  # saturated: the training-loop variance of the components
+        se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * components.var_train)
+        df = components.n_runs - components.n_init_seeds  # its own df: baseline runs within init seeds
     first = len(columns) - len(chains)
-    if components is not None and (new_init.any() or df <= 0):
-        draws = list(zip(changed, seeds))
-        # The residual variance is the loop noise between runs that share an init seed and a training stream,
-        # the comparison the design makes; the components' training-loop variance (across streams) only when
-        # the design leaves no residual df.
-        residual = float(((y - x @ params) ** 2).sum()) / df_resid if df_resid > 0 else None
-        se = _se_with_init_variance(x, used, new_init, components, draws, residual)
-        if df <= 0:  # the training-loop variance's own df: baseline runs within init seeds
-            df = components.n_runs - components.n_init_seeds
-    elif new_init.any():  # no variance components: only the effects free of init variance keep their residual SE
-        se[first:][np.array(carries_init)] = np.nan
     terms = []
-    for (head, aliased), changes_init, estimate, error in zip(chains, carries_init, 2.0 * params[first:], 2.0 * se[first:]):
+    for (head, aliased), column, estimate, error in zip(chains, effects, 2.0 * params[first:], 2.0 * se[first:]):
         name, kind, names = design.name(head), "main" if len(head) == 1 else "interaction", tuple(map(design.name, aliased))
-        if df > 0 and np.isfinite(error) and error > 0:
-            p_value, ci95 = _t_test(float(estimate), float(error), df)
-            terms.append(Term(name, kind, float(estimate), float(error), p_value, ci95, changes_init, df, names))
+        # Runs with the same init-changing factors on at one init seed start from the same new weights (the other
+        # factors leave the init alone): one draw per init seed. In an effect made of init-changing factors alone
+        # the draws do not cancel: it is judged by its spread across init seeds (whole plots), S - 1 df.
+        changes_init = any(all(factors[i] in init_changers for i in e) for e in (head, *aliased))
+        term_df = df
+        if changes_init:
+            per_seed = np.array([2.0 * np.mean(column[seeds == b] * y[seeds == b]) for b in blocks])
+            term_df = len(blocks) - 1
+            error = per_seed.std(ddof=1) / np.sqrt(len(blocks)) if term_df > 0 else np.nan
+        if term_df > 0 and np.isfinite(error) and error > 0:
+            p_value, ci95 = _t_test(float(estimate), float(error), term_df)
+            terms.append(Term(name, kind, float(estimate), float(error), p_value, ci95, changes_init, term_df, names))
         else:
             terms.append(Term(name, kind, float(estimate), None, None, None, changes_init, None, names))
-    from_components = components is not None and bool(new_init.any())
-    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), from_components, design, int((~keep).sum()),
+    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), False, design, int((~keep).sum()),
                      tuple(f for f in factors if f in init_changers))
 
 
@@ -375,18 +377,15 @@ def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return params, df_resid, np.sqrt(np.clip(np.diag(np.linalg.inv(x.T @ x)) * s2, 0.0, None))
 
 
-def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None,
-                           draws: list | None = None, var_train: float | None = None) -> np.ndarray:
+def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None) -> np.ndarray:
     """SEs of the OLS coefficients when runs of init-changing interventions carry init-seed variance:
-    sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z'. NaN without components.
-    draws: which initial weights each run starts from (default: one draw per intervention and init seed);
-    var_train: the training-loop variance (default: the components')."""
+    sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z'. NaN without components."""
     if components is None:
         return np.full(x.shape[1], np.nan)
-    keys = pd.Series(draws if draws is not None else list(zip(used["intervention"], used["init_seed"])))[new_init]
+    keys = pd.Series(list(zip(used["intervention"], used["init_seed"])))[new_init]
     z = np.zeros((len(used), keys.nunique()))
     z[np.flatnonzero(new_init), pd.factorize(keys)[0]] = 1.0  # one column per (intervention, init seed) draw
-    v = (components.var_train if var_train is None else var_train) * np.eye(len(used)) + components.var_init * (z @ z.T)
+    v = components.var_train * np.eye(len(used)) + components.var_init * (z @ z.T)
     bread = np.linalg.pinv(x.T @ x)
     return np.sqrt(np.clip(np.diag(bread @ x.T @ v @ x @ bread), 0.0, None))
 
