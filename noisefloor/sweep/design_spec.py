@@ -47,7 +47,7 @@ def describe(design: Design, init_seeds: list[int], train_seeds: list[int] | Non
     if train_seeds:
         lines.append(
             f"  + {len(train_seeds)} baseline run(s) at init seed {init_seeds[0]} re-seeded with {', '.join(map(str, train_seeds))}: "
-            "the training-loop floor, and the variance components that init-changing effects need"
+            "the training-loop floor (and with the init seeds, the variance components)"
         )
     return lines
 
