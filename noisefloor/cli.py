@@ -17,7 +17,7 @@ from noisefloor.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-ORDER = ("demo", "init", "train", "eval", "export", "smoke", "sweep", "reseed", "status", "classify", "plan", "report",
+ORDER = ("demo", "init", "train", "eval", "export", "smoke", "design", "sweep", "reseed", "status", "classify", "plan", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
 
@@ -390,6 +390,46 @@ def _study_plan(kind: str, args: argparse.Namespace):
         _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
         return 0
     return _run_plan(resolved.plan, resolved.out, args)
+
+
+def _design_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interventions", required=True, type=lambda s: [n.strip() for n in s.split(",") if n.strip()],
+                   help="2 to 7 comma-separated interventions, e.g. grad-clip,no-dropout,wd-0.01,lr-schedule,qkv-bias")
+    p.add_argument("--runs", type=_positive_int, help="at least this many design rows (default: the smallest of resolution V)")
+    p.add_argument("--resolution", type=int, choices=(3, 4, 5, 6, 7), help="at least this resolution (default 5, or 3 with --runs)")
+    p.add_argument("--init-seeds", type=_seed_list, default=[42, 22], help="init seeds, each a block replicating the design (default 42,22)")
+    p.add_argument("--train-seeds", type=_seed_list, default=[23, 67],
+                   help="the training-loop floor: baseline at the first init seed re-seeded with each (default 23,67)")
+    p.add_argument("--no-train-floor", action="store_true", help="leave the training-loop floor out")
+    p.add_argument("--config", help="base run config: a file or a preset (default tiny-cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the base config (repeatable)")
+    p.add_argument("--name", help="sweep name (default: --out's file name, else factorial-K)")
+    p.add_argument("--out", help="write the spec here (default: print it)")
+
+
+@command("design", "a two-level fractional-factorial plan of interventions, written as a sweep spec", _design_arguments)
+def _design(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from noisefloor import atomic
+    from noisefloor.stats.design import choose
+    from noisefloor.sweep.design_spec import describe, design_spec
+
+    design = choose(args.interventions, args.runs, args.resolution)
+    out = Path(args.out) if args.out else None
+    name = args.name or (out.stem if out else f"factorial-{design.k}")
+    train_seeds = None if args.no_train_floor else args.train_seeds
+    text = design_spec(design, args.init_seeds, train_seeds, name, args.config, args.overrides, out)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the spec file, e.g. --out {out / (name + '.toml')}")
+    atomic.write_text(out, text)
+    print("\n".join(describe(design, args.init_seeds, train_seeds)))
+    print(f"spec written to {out}   next: noisefloor sweep {out}")
+    return 0
 
 
 @command("sweep", "train the baseline and interventions at several init seeds (or a spec file's experiments)", _sweep_arguments)

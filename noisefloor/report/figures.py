@@ -17,6 +17,7 @@ import pandas as pd
 
 from noisefloor.rundir import RunDir
 from noisefloor.stats.classify import NOISE, SIGNAL, UNDECIDED, Analysis
+from noisefloor.stats.factorial import half_normal_scores, lenth_pse
 from noisefloor.stats.floors import TRAIN
 from noisefloor.stats.table import BASELINE
 from noisefloor.sweep.store import SweepStore
@@ -185,6 +186,36 @@ def components_plot(analysis: Analysis) -> bytes | None:
     ax.set_xlabel("share of the baseline's test-loss variance (%)")
     ax.set_ylabel("")
     ax.set_title(f"Variance components ({c.method}, {c.n_runs} baseline runs)")
+    return _png(fig)
+
+
+def half_normal_plot(analysis: Analysis) -> bytes | None:
+    """Daniel plot of a factorial sweep's effects: |effect| against half-normal quantiles. Effects of no
+    consequence fall on the line through 0 with Lenth's pseudo-SE as slope; real ones stand off to the right."""
+    f = analysis.factorial
+    if f is None or f.design is None or len(f.terms) < 3:
+        return None
+    terms = sorted(f.terms, key=lambda t: abs(t.estimate))
+    size = [abs(t.estimate) for t in terms]
+    scores = half_normal_scores(len(terms))
+    pse = lenth_pse(size)
+    fig = _figure(7.0, 4.6)
+    ax = fig.add_subplot()
+    ax.plot([0, pse * scores[-1]], [0, scores[-1]], color="#9E9E9E", lw=1, ls="--",
+            label=f"no effect (slope: Lenth's pseudo-SE {pse:.4f})")
+    for t, x, y in zip(terms, size, scores):
+        colour = VERDICT_COLOURS[f"{SIGNAL} ({'better' if t.estimate < 0 else 'worse'})" if t.decision == SIGNAL else t.decision]
+        ax.scatter([x], [y], s=36, color=colour, edgecolors="black", linewidths=0.5, zorder=3,
+                   marker="D" if t.changes_init else "o")
+        label = " = ".join((t.term, *t.aliases)) + ("" if t.estimate < 0 else " (+)")
+        ax.annotate(label, (x, y), xytext=(5, -3), textcoords="offset points", fontsize=7)
+    ax.set_xlim(0, max(size) * 1.45 or 1.0)
+    ax.set_xlabel("|effect| on test loss (nats/token; (+) = raises the loss)")
+    ax.set_ylabel("half-normal quantile")
+    d = f.design
+    ax.set_title(f"Half-normal plot: {d.runs}-run design, {d.resolution_name} "
+                 "(colour: decision; diamond: init-changing)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _png(fig)
 
 

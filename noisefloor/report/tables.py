@@ -194,11 +194,20 @@ def _factorial(a: Analysis) -> Table | None:
     if f is None:
         return None
     rows = tuple(
-        (t.term, t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value), t.reading)
+        (" = ".join((t.term, *t.aliases)), t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value),
+         pvalue(t.p_holm), t.decision, t.reading)
         for t in f.terms
-    ) + tuple((term, "not estimable", "–", "–", "–", "–", why) for term, why in f.not_estimable)
+    ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", why) for term, why in f.not_estimable)
     title = f"Do the improvements add up? (OLS on {f.n_runs} runs, {f.df_resid} residual df)"
-    return Table("factorial", title, ("term", "kind", "effect on loss", "SE", "95% CI", "p", "reading"), rows)
+    if f.design is not None:
+        d = f.design
+        title = (f"Do the improvements add up? {d.runs}-run design of {d.k} interventions ({d.resolution_name}, "
+                 f"{d.defining_relation}; full factorial {d.full_runs}), {f.n_runs} runs, {f.df_resid} residual df; "
+                 "effect = mean loss on minus off"
+                 + (f"; init-changing (new initial weights): {', '.join(f.init_changing)}" if f.init_changing else ""))
+    term = "term (= its aliases)" if f.design is not None else "term"
+    columns = (term, "kind", "effect on loss", "SE", "95% CI", "p", "Holm p", "decision", "reading")
+    return Table("factorial", title, columns, rows)
 
 
 def _repeats(a: Analysis) -> Table | None:

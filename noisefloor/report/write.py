@@ -76,6 +76,7 @@ def write_report(source: str | Path, out: str | Path, alpha: float = ALPHA, marg
         "test_loss.png": ("Test loss per intervention against its floor", figures.strip_plot(analysis)),
         "loss_curves.png": ("Loss curves across seeds", figures.curves_plot(curves)),
         "variance_components.png": ("Where the baseline's variance comes from", figures.components_plot(analysis)),
+        "effects_half_normal.png": ("Half-normal (Daniel) plot of the factorial effects", figures.half_normal_plot(analysis)),
     }
     for name in [name for name, (_, png) in pngs.items() if png is None]:
         (folder / name).unlink(missing_ok=True)  # a figure from an earlier report into this folder

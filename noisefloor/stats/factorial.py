@@ -19,19 +19,51 @@ only the training loop's. Without variance components such terms get no SE.
 
 Terms the design cannot identify (e.g. a combination without runs of each of
 its parts alone) are dropped and listed with the reason.
+
+A factorial sweep (3 to 7 factors whose combinations form a regular two-level
+design, e.g. what `noisefloor design` plans; stats/design.py recognises it
+from the rows) is fitted in the ±1 coding instead, on the runs at the (init
+seed, stream) cells every row has (the design's replicates):
+    test_loss ~ 1 + C(init_seed) + sum over alias chains of z_chain
+with one column per chain of aliased main effects / two-factor interactions
+(three-factor and higher interactions assumed 0). An effect is the mean loss
+with the factor on minus off, 2x its coefficient; an interaction effect is
+half the departure from additivity ((y_ab - y_a - y_b + y_0) / 2 over the
+other factors). Balanced columns are orthogonal, so the effects have equal
+SEs and a half-normal (Daniel) plot compares them. The residual variance
+gives the SEs (the loop noise between runs sharing an init seed and stream,
+the comparison the design makes); a saturated design (no residual df) takes
+the training-loop variance of the variance components instead. In a balanced
+design the block is orthogonal to every effect, so a random init-seed block
+(the mixed model) gives the same estimates and SEs.
+
+A factor is init-changing when every run with it on starts from other
+initial weights (same_init false). At one init seed, the runs with the same
+init-changing factors on share one new draw (the other factors leave the init
+alone): a split-plot, the draws the whole plots. In every other effect a draw
+cancels within its seed; an effect made of init-changing factors alone carries
+the draws, so it is judged by the spread of its per-seed estimates (t-test,
+S - 1 df over S init seeds; no test at one seed), and one column per
+init-changing combination and further seed keeps the draws out of the
+residual the other effects use.
+
+Every tested term gets the decision of single interventions: signal when its
+Holm-adjusted p-value (over the terms) is below alpha; noise when its
+(1 - 2 alpha) interval lies inside ±margin; otherwise undecided.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
 from noisefloor.stats.components import Components
+from noisefloor.stats.design import Design, recognise
 from noisefloor.stats.table import BASELINE
-from noisefloor.stats.tests import t_ppf, t_sf
+from noisefloor.stats.tests import ALPHA, holm, t_ppf, t_sf
 
 SEP = "+"
 NOT_IDENTIFIABLE = "not identifiable from these runs (needs runs of each part alone and together); the other terms assume it is 0"
@@ -45,19 +77,50 @@ class Term:
     se: float | None
     p_value: float | None
     ci95: tuple[float, float] | None
-    changes_init: bool = False  # a term with an intervention whose runs start from other initial weights
+    changes_init: bool = False  # a term with an intervention whose runs start from other initial weights (design
+    # fit: a term made of such interventions alone, the only ones whose estimate carries init-seed variance)
+    df: int | None = None  # degrees of freedom of the SE
+    aliases: tuple[str, ...] = ()  # effects aliased with this one by the design (its estimate is their sum)
+    p_holm: float | None = None  # over the file's factorial terms
+    alpha: float = ALPHA
+    margin: float | None = None
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """(1 - 2 alpha) interval: inside ±margin is equivalence at alpha (TOST), as for single interventions."""
+        if self.se is None or not self.df:
+            return None
+        half = t_ppf(1.0 - self.alpha, self.df) * self.se
+        return (self.estimate - half, self.estimate + half)
+
+    @property
+    def decision(self) -> str:
+        if self.p_holm is not None and self.p_holm < self.alpha:
+            return "signal"
+        ci = self.ci
+        if self.margin is not None and ci is not None and max(abs(ci[0]), abs(ci[1])) < self.margin:
+            return "noise"
+        return "undecided"
 
     @property
     def reading(self) -> str:
+        no_init_test = ("no test: an init-changing term needs runs at >= 2 init seeds (in a design; else the variance "
+                        "components: baseline runs at >= 2 init seeds and >= 2 streams)")
         if self.kind == "main":
             text = "lowers the loss" if self.estimate < 0 else "raises the loss"
             if self.changes_init:
-                text += " (its runs start from other initial weights: its SE includes init-seed variance)"
+                text += (" (its runs start from other initial weights: its SE includes init-seed variance)"
+                         if self.se is not None else f"; {no_init_test}")
             return text
+        if self.p_value is not None and self.changes_init:
+            return self._additivity() + " (init-changing: its runs start from other initial weights, its SE includes init-seed variance)"
         if self.p_value is None and self.changes_init:
-            return "no test: an init-changing term needs the variance components (baseline runs at >= 2 init seeds and >= 2 streams)"
+            return no_init_test
         if self.p_value is None:
             return "no test: no residual degrees of freedom (add runs with other seeds)"
+        return self._additivity()
+
+    def _additivity(self) -> str:
         if self.p_value >= 0.05:
             return f"consistent with the effects adding up (p = {self.p_value:.3g})"
         side = "higher" if self.estimate > 0 else "lower"
@@ -71,6 +134,13 @@ class Term:
             "se": self.se,
             "p_value": self.p_value,
             "ci95": list(self.ci95) if self.ci95 else None,
+            "df": self.df,
+            "aliases": list(self.aliases),
+            "changes_init": self.changes_init,
+            "p_holm": self.p_holm,
+            "decision": self.decision,
+            "ci": list(self.ci) if self.ci else None,
+            "ci_level": 1.0 - 2.0 * self.alpha,
             "reading": self.reading,
         }
 
@@ -84,11 +154,33 @@ class Factorial:
     terms: tuple[Term, ...]
     not_estimable: tuple[tuple[str, str], ...]  # (term, reason)
     init_variance: bool = False  # SEs from the variance components (init-changing interventions present)
+    design: Design | None = None  # a recognised regular design: the ±1 fit of alias chains
+    runs_left_out: int = 0  # runs outside the (init seed, stream) cells every design row has
+    init_changing: tuple[str, ...] = ()  # factors whose runs start from other initial weights (design fit)
+
+    @property
+    def model(self) -> str:
+        if self.design is not None:
+            text = ("OLS in ±1 coding: test_loss ~ 1 + C(init_seed) + one column per alias chain of main effects and "
+                    "two-factor interactions; effect = mean loss on minus off")
+        else:
+            text = "OLS: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
+        if self.init_variance:
+            text += "; SEs from the variance components (init-seed variance of init-changing interventions)"
+        if self.init_changing:
+            text += (f"; effects of init-changing {', '.join(self.init_changing)} alone: t-test on their per-init-seed "
+                     "estimates (the new initial weights are drawn once per init seed)")
+        return text
 
     def to_json(self) -> dict:
+        d = self.design
         return {
-            "model": "OLS: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
-            + ("; SEs from the variance components (init-seed variance of init-changing interventions)" if self.init_variance else ""),
+            "model": self.model,
+            "design": None if d is None else {
+                "runs": d.runs, "full_factorial_runs": d.full_runs, "resolution": d.resolution_name,
+                "defining_relation": d.defining_relation, "runs_left_out": self.runs_left_out,
+                "init_changing": list(self.init_changing),
+            },
             "factors": list(self.factors),
             "n_runs": self.n_runs,
             "df_resid": self.df_resid,
@@ -102,13 +194,25 @@ def parts(intervention: str) -> tuple[str, ...]:
     return () if intervention == BASELINE else tuple(intervention.split(SEP))
 
 
-def factorial_effects(cells: pd.DataFrame, components: Components | None = None) -> Factorial | None:
+def factorial_effects(cells: pd.DataFrame, components: Components | None = None, alpha: float = ALPHA,
+                      margin: float | None = None) -> Factorial | None:
     """Main effects and interactions, or None when the results hold no combination."""
 
     combos = [name for name in dict.fromkeys(cells["intervention"]) if SEP in name]
     if not combos:
         return None
     factors = tuple(dict.fromkeys(p for name in combos for p in parts(name)))
+    fitted = _design_effects(cells, factors, components) or _combination_effects(cells, factors, components, combos)
+    tested = [i for i, t in enumerate(fitted.terms) if t.p_value is not None]
+    terms = [replace(t, alpha=alpha, margin=margin) for t in fitted.terms]
+    for i, p in zip(tested, holm([terms[i].p_value for i in tested])):
+        terms[i] = replace(terms[i], p_holm=p)
+    return replace(fitted, terms=tuple(terms))
+
+
+def _combination_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: Components | None,
+                         combos: list[str]) -> Factorial:
+    """The 0/1 fit of combinations and their parts (any study that is not a regular design)."""
     ordered = [sorted(parts(name), key=factors.index) for name in combos]
     pairs = list(dict.fromkeys(pair for names in ordered for pair in combinations(names, 2)))
     used = cells[cells["intervention"].map(lambda name: set(parts(name)) <= set(factors))]
@@ -144,10 +248,122 @@ def factorial_effects(cells: pd.DataFrame, components: Components | None = None)
         changes_init = bool(set(name.split(" x ")) & init_changers)
         if df_resid > 0 and np.isfinite(se[i]) and se[i] > 0:
             p_value, ci95 = _t_test(estimate, float(se[i]), df_resid)
-            terms.append(Term(name, kind, estimate, float(se[i]), p_value, ci95, changes_init))
+            terms.append(Term(name, kind, estimate, float(se[i]), p_value, ci95, changes_init, df_resid))
         else:
             terms.append(Term(name, kind, estimate, None, None, None, changes_init))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), tuple(dropped), bool(new_init.any()))
+
+
+def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: Components | None) -> Factorial | None:
+    """The ±1 fit of a recognised regular design of 3 to 7 factors, or None when the rows are not one."""
+    if len(factors) < 3:  # a 2x2 keeps the 0/1 fit: its interaction is the plain departure from additivity
+        return None
+    used = cells[cells["intervention"].map(lambda name: set(parts(name)) <= set(factors))]
+    factors = _written_order(list(dict.fromkeys(used["intervention"])), factors)
+    on = np.column_stack([used["intervention"].map(lambda name, f=f: f in parts(name)).to_numpy(int) for f in factors])
+    keep = _replicates(on, list(zip(used["init_seed"].astype(int), used["stream"])))
+    design = recognise(factors, on[keep]) if keep.any() else None
+    if design is None:
+        return None
+    used, on = used[keep], on[keep]
+    init_changers = _init_changing_factors(used, on, factors)
+    blocks = tuple(sorted(int(s) for s in used["init_seed"].unique()))
+    chains = design.alias_chains()
+    signs = 2 * on - 1
+    seeds = used["init_seed"].astype(int).to_numpy()
+    changed = [frozenset(f for f, x in zip(factors, row) if x and f in init_changers) for row in on]
+    columns = [np.ones(len(used))] + [(seeds == b).astype(float) for b in blocks[1:]]
+    effects = [np.prod(signs[:, sorted(head)], axis=1).astype(float) for head, _ in chains]
+    # Each init-changing combination draws new weights at each init seed: columns for those draws (within
+    # seeds) keep their scatter out of the residual, which stays the loop noise; they are orthogonal to the
+    # effects, and the draws' mean stays in the effects made of init-changing factors (their SE says so).
+    for combination in dict.fromkeys(c for c in changed if c):
+        for b in blocks[1:]:
+            # seed b against the first seed: orthogonal to every effect column in a balanced design
+            draw = np.array([c == combination for c in changed]) * ((seeds == b).astype(float) - (seeds == blocks[0]))
+            trial = np.column_stack(columns + [draw] + effects)
+            if np.linalg.matrix_rank(trial) == trial.shape[1]:
+                columns.append(draw)
+    columns += effects
+    x = np.column_stack(columns)
+    y = used["test_loss"].astype(float).to_numpy()
+    params, df_resid, se = _ols(y, x)
+    df = df_resid
+    if df_resid <= 0 and components is not None:  # saturated: the training-loop variance of the components
+        se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * components.var_train)
+        df = components.n_runs - components.n_init_seeds  # its own df: baseline runs within init seeds
+    first = len(columns) - len(chains)
+    terms = []
+    for (head, aliased), column, estimate, error in zip(chains, effects, 2.0 * params[first:], 2.0 * se[first:]):
+        name, kind, names = design.name(head), "main" if len(head) == 1 else "interaction", tuple(map(design.name, aliased))
+        # Runs with the same init-changing factors on at one init seed start from the same new weights (the other
+        # factors leave the init alone): one draw per init seed. In an effect made of init-changing factors alone
+        # the draws do not cancel: it is judged by its spread across init seeds (whole plots), S - 1 df.
+        changes_init = any(all(factors[i] in init_changers for i in e) for e in (head, *aliased))
+        term_df = df
+        if changes_init:
+            per_seed = np.array([2.0 * np.mean(column[seeds == b] * y[seeds == b]) for b in blocks])
+            term_df = len(blocks) - 1
+            error = per_seed.std(ddof=1) / np.sqrt(len(blocks)) if term_df > 0 else np.nan
+        if term_df > 0 and np.isfinite(error) and error > 0:
+            p_value, ci95 = _t_test(float(estimate), float(error), term_df)
+            terms.append(Term(name, kind, float(estimate), float(error), p_value, ci95, changes_init, term_df, names))
+        else:
+            terms.append(Term(name, kind, float(estimate), None, None, None, changes_init, None, names))
+    return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), False, design, int((~keep).sum()),
+                     tuple(f for f in factors if f in init_changers))
+
+
+def _replicates(on: np.ndarray, keys: list[tuple]) -> np.ndarray:
+    """Runs at the (init seed, stream) cells every distinct row of `on` has: the design's replicates (floor runs
+    of the baseline at other streams fall outside)."""
+    cells_of: dict[tuple, set] = {}
+    for row, key in zip(map(tuple, on), keys):
+        cells_of.setdefault(row, set()).add(key)
+    support = set.intersection(*cells_of.values())
+    return np.array([key in support for key in keys])
+
+
+def half_normal_scores(n: int) -> np.ndarray:
+    """Expected positions of n ordered |effects| under no effect: the half-normal quantiles
+    Phi^-1(0.5 + 0.5 (i - 0.5) / n), i = 1..n (Daniel 1959)."""
+    from scipy.special import ndtri  # scipy.special only: scipy.stats costs the report ~1 s to import
+
+    return ndtri(0.5 + 0.5 * (np.arange(1, n + 1) - 0.5) / n)
+
+
+def lenth_pse(effects) -> float:
+    """Lenth's (1989) pseudo standard error of unreplicated effects: 1.5 x the median |effect| of those below
+    2.5 x (1.5 x median |effect|): the slope a half-normal plot's null effects follow."""
+    size = np.abs(np.asarray(effects, float))
+    s0 = 1.5 * np.median(size)
+    return float(1.5 * np.median(size[size < 2.5 * s0])) if (size < 2.5 * s0).any() else float(s0)
+
+
+def _written_order(names: list[str], factors: tuple[str, ...]) -> tuple[str, ...]:
+    """The factors in the order the combinations write them (`noisefloor design` writes A+B+..., so the letters
+    match the plan's), ties in order of appearance."""
+    before = {f: set() for f in factors}  # factor -> factors written before it
+    for name in names:
+        named = parts(name)
+        for i, f in enumerate(named):
+            before[f].update(named[:i])
+    order: list[str] = []
+    while len(order) < len(factors):
+        ready = [f for f in factors if f not in order and before[f] <= set(order)]
+        order.append(ready[0] if ready else next(f for f in factors if f not in order))  # a cycle: appearance order
+    return tuple(order)
+
+
+def _init_changing_factors(used: pd.DataFrame, on: np.ndarray, factors: tuple[str, ...]) -> set[str]:
+    """Factors every run of which (with it on) starts from other initial weights than the baseline's."""
+    same = used["same_init"].to_numpy(object)
+    out = set()
+    for j, f in enumerate(factors):
+        known = [v for v in same[on[:, j] == 1] if v is not None and not pd.isna(v)]
+        if known and not any(known):
+            out.add(f)
+    return out
 
 
 def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
