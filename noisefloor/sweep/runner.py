@@ -24,6 +24,8 @@ class SweepOptions:
     gpus_per_run: int = 0
     time_minutes: int = 60
     cluster: str | None = None  # submitit cluster: None = auto (slurm when available), "local" for tests
+    slurm_args: dict[str, str] = field(default_factory=dict)  # extra sbatch parameters (--slurm-arg)
+    detach: bool = False  # slurm: return once the jobs are submitted
 
 
 @dataclass
@@ -90,13 +92,21 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
                 (store.run_dir(record.planned) / "result.json").unlink(missing_ok=True)
             todo.append(record.planned)
 
+    if options.executor == "slurm":  # a run whose job is still queued or running is waited for, never submitted twice
+        from noisefloor.sweep import slurm
+
+        live = {run_id for run_id, state in slurm.SweepJobs(slurm.jobs_folder(store.path)).states().items() if state.active}
+        todo += [r.planned for r in records if r.status == "running" and r.planned.run_id in live]
+        running = [run_id for run_id in running if run_id not in live]
+
     observer({"event": "plan", "plan": merged, "records": records, "todo": [r.run_id for r in todo]})
     if todo:
         tasks = [(r.run_id, str(store.run_dir(r)), r.config.to_dict()) for r in todo]
         threads = max(r.config.train.threads for r in todo)
         if options.executor == "slurm":
-            executor = SlurmExecutor(store.path / "logs", options.partition, options.gpus_per_run, options.time_minutes,
-                                     threads, options.jobs or len(tasks), options.cluster)
+            executor = SlurmExecutor(slurm.jobs_folder(store.path), options.partition, options.gpus_per_run,
+                                     options.time_minutes, threads, options.jobs or len(tasks), options.cluster,
+                                     merged.name, options.slurm_args, options.detach)
         else:
             jobs, gpus = default_jobs(merged)
             if options.jobs:

@@ -1,0 +1,136 @@
+"""A one-node Slurm cluster on this machine, for the tests (Debian's slurm-wlm, auth/none, as root).
+
+The `slurm_cluster` fixture writes a minimal slurm.conf in a temporary folder
+(no munge: auth/none and cred/none; no cgroups: proctrack/linuxproc and
+task/none; no accounting), starts slurmctld and slurmd with SLURM_CONF
+pointing at it, waits until the node is idle, and at the end cancels what is
+left and stops both daemons by their pid files. Where Slurm cannot be started
+the tests skip with the reason, unless NOISEFLOOR_REQUIRE_SLURM=1 (CI), where
+they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REQUIRE_ENV = "NOISEFLOOR_REQUIRE_SLURM"
+COMMANDS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"the Slurm tests cannot run here: {reason} ({REQUIRE_ENV}=1)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _real_memory_mb() -> int:
+    """What slurmd itself measures (`slurmd -C`), so the node never registers with 'low RealMemory'."""
+    found = re.search(r"RealMemory=(\d+)", subprocess.run(["slurmd", "-C"], capture_output=True, text=True).stdout)
+    return int(found.group(1)) if found else 1024
+
+
+def write_conf(folder: Path, node: str, cpus: int) -> Path:
+    for sub in ("state", "spool"):
+        (folder / sub).mkdir()
+    conf = folder / "slurm.conf"
+    conf.write_text(f"""\
+ClusterName=noisefloor-test
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/none
+CredType=cred/none
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+ReturnToService=2
+KillWait=2
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.log
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_real_memory_mb()} State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+""")
+    return conf
+
+
+def _node_state() -> str:
+    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+def _stop(folder: Path, daemons: list[subprocess.Popen]) -> None:
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True, timeout=30)
+    for name in ("slurmd", "slurmctld"):
+        try:
+            os.kill(int((folder / f"{name}.pid").read_text().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+    for daemon in daemons:
+        try:
+            daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """SLURM_CONF of a running one-node cluster with a `debug` partition of 2 CPUs."""
+    missing = [c for c in COMMANDS if shutil.which(c) is None]
+    if missing:
+        _unavailable(f"Slurm is not installed ({', '.join(missing)} not on PATH; apt-get install slurm-wlm)")
+    if os.geteuid() != 0:
+        _unavailable("the test cluster's daemons (auth/none) must be started as root")
+    folder = tmp_path_factory.mktemp("slurm")
+    node = socket.gethostname().split(".")[0]
+    conf = write_conf(folder, node, cpus=min(2, os.cpu_count() or 1))
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)  # the daemons, the CLI's sbatch/squeue and the jobs all read it
+    daemons = [subprocess.Popen([daemon, "-D", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+               for daemon, extra in (("slurmctld", ["-i"]), ("slurmd", []))]
+    try:
+        deadline = time.time() + 60
+        while _node_state() != "idle":
+            exited = [d.args[0] for d in daemons if d.poll() is not None]
+            if exited or time.time() > deadline:
+                log = "".join((folder / f"{name}.log").read_text(errors="replace")[-400:]
+                              for name in ("slurmctld", "slurmd") if (folder / f"{name}.log").exists())
+                _unavailable(f"the test Slurm cluster did not come up ({', '.join(exited) or 'node not idle'}): {log}")
+            time.sleep(0.2)
+        yield conf
+    finally:
+        _stop(folder, daemons)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
