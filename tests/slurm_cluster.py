@@ -18,18 +18,13 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REQUIRE_ENV = "NOISEFLOOR_REQUIRE_SLURM"
 COMMANDS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"the Slurm tests cannot run here: {reason} ({REQUIRE_ENV}=1)")
-    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -46,7 +41,7 @@ def _real_memory_mb() -> int:
 
 def write_conf(folder: Path, node: str, cpus: int) -> Path:
     for sub in ("state", "spool"):
-        (folder / sub).mkdir()
+        (folder / sub).mkdir(parents=True)
     conf = folder / "slurm.conf"
     conf.write_text(f"""\
 ClusterName=noisefloor-test
@@ -67,7 +62,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
-KillWait=2
+KillWait=0
 StateSaveLocation={folder}/state
 SlurmdSpoolDir={folder}/spool
 SlurmctldPidFile={folder}/slurmctld.pid
@@ -86,9 +81,14 @@ def _node_state() -> str:
 
 
 def _stop(folder: Path, daemons: list[subprocess.Popen]) -> None:
-    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
-    if jobs:
-        subprocess.run(["scancel", *jobs], capture_output=True, timeout=30)
+    def active_jobs() -> list[str]:
+        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
+
+    if active_jobs():
+        subprocess.run(["scancel", *active_jobs()], capture_output=True, timeout=30)
+        deadline = time.time() + 20  # a job step outliving slurmd would linger as an orphan slurmstepd
+        while active_jobs() and time.time() < deadline:
+            time.sleep(0.2)
     for name in ("slurmd", "slurmctld"):
         try:
             os.kill(int((folder / f"{name}.pid").read_text().strip()), signal.SIGTERM)
@@ -96,21 +96,24 @@ def _stop(folder: Path, daemons: list[subprocess.Popen]) -> None:
             pass
     for daemon in daemons:
         try:
-            daemon.wait(15)
+            daemon.wait(5)
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """SLURM_CONF of a running one-node cluster with a `debug` partition of 2 CPUs."""
+class ClusterUnavailable(Exception):
+    """Why a Slurm cluster cannot be started on this machine."""
+
+
+@contextmanager
+def one_node_cluster(folder: Path):
+    """Start slurmctld and slurmd with a slurm.conf in `folder` (SLURM_CONF set meanwhile); yield its path."""
     missing = [c for c in COMMANDS if shutil.which(c) is None]
     if missing:
-        _unavailable(f"Slurm is not installed ({', '.join(missing)} not on PATH; apt-get install slurm-wlm)")
+        raise ClusterUnavailable(f"Slurm is not installed ({', '.join(missing)} not on PATH; apt-get install slurm-wlm)")
     if os.geteuid() != 0:
-        _unavailable("the test cluster's daemons (auth/none) must be started as root")
-    folder = tmp_path_factory.mktemp("slurm")
+        raise ClusterUnavailable("the test cluster's daemons (auth/none) must be started as root")
     node = socket.gethostname().split(".")[0]
     conf = write_conf(folder, node, cpus=min(2, os.cpu_count() or 1))
     previous = os.environ.get("SLURM_CONF")
@@ -125,7 +128,7 @@ def slurm_cluster(tmp_path_factory):
             if exited or time.time() > deadline:
                 log = "".join((folder / f"{name}.log").read_text(errors="replace")[-400:]
                               for name in ("slurmctld", "slurmd") if (folder / f"{name}.log").exists())
-                _unavailable(f"the test Slurm cluster did not come up ({', '.join(exited) or 'node not idle'}): {log}")
+                raise ClusterUnavailable(f"the Slurm cluster did not come up ({', '.join(exited) or 'node not idle'}): {log}")
             time.sleep(0.2)
         yield conf
     finally:
@@ -134,3 +137,15 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """SLURM_CONF of a running one-node cluster with a `debug` partition of 2 CPUs."""
+    try:
+        with one_node_cluster(tmp_path_factory.mktemp("slurm")) as conf:
+            yield conf
+    except ClusterUnavailable as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"the Slurm tests cannot run here: {exc} ({REQUIRE_ENV}=1)")
+        pytest.skip(str(exc))

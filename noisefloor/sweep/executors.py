@@ -196,8 +196,13 @@ def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes:
     try:
         return execute_run(run_dir, config)
     except TimeLimitReached:
+        finished = RunDir(Path(run_dir)).read_result()
+        if finished is not None:  # the warning came after the run wrote its result: that result stands
+            return finished
         return failed_result(run_dir, f"slurm job {job_id} reached its time limit (--time {time_minutes}); "
                                       "--retry-failed resumes it from its last checkpoint, or raise --time")
+    finally:  # a warning while the finished job exits must not kill it (Slurm would call the job FAILED)
+        signal.signal(warning, signal.SIG_IGN)
 
 
 def signal_delay_seconds(time_minutes: int) -> int:
@@ -217,7 +222,7 @@ class SlurmExecutor:
 
     def __init__(self, folder: Path, partition: str | None, gpus_per_run: int, time_minutes: int, threads: int,
                  max_parallel: int, cluster: str | None = None, sweep_name: str = "sweep",
-                 slurm_args: dict[str, str] | None = None, detach: bool = False):
+                 slurm_args: dict[str, str] | None = None, detach: bool = False, attach: dict[str, str] | None = None):
         self.folder = folder
         self.partition = partition
         self.gpus_per_run = gpus_per_run
@@ -225,9 +230,10 @@ class SlurmExecutor:
         self.threads = threads
         self.max_parallel = max_parallel
         self.cluster = cluster
-        self.sweep_name = sweep_name
+        self.sweep_name = Path(sweep_name).name  # a flag sweep is named after its --out path
         self.slurm_args = slurm_args or {}
         self.detach = detach
+        self.attach = attach or {}  # run id -> its job still queued or running: waited for, not resubmitted
 
     def _parameters(self) -> dict[str, Any]:
         parameters: dict[str, Any] = {
@@ -263,12 +269,10 @@ class SlurmExecutor:
         from noisefloor.sweep import slurm
 
         on_slurm = self.cluster != "local"
-        known = slurm.SweepJobs(self.folder).load()
-        states = slurm.query_states(known[t[0]] for t in tasks if t[0] in known) if on_slurm else {}
-        attach = {t[0]: known[t[0]] for t in tasks if t[0] in known and known[t[0]] in states
-                  and states[known[t[0]]].active}
-        jobs = {run_id: submitit.SlurmJob(self.folder / "%j", job_id) for run_id, job_id in attach.items()}
-        jobs.update(self._submit([t for t in tasks if t[0] not in attach]) if len(attach) < len(tasks) else {})
+        jobs = {t[0]: submitit.SlurmJob(self.folder / "%j", self.attach[t[0]]) for t in tasks if t[0] in self.attach}
+        submit = [t for t in tasks if t[0] not in self.attach]
+        jobs.update(self._submit(submit) if submit else {})
+        states = slurm.query_states(job.job_id for job in jobs.values()) if on_slurm else {}
         run_dirs = {t[0]: t[1] for t in tasks}
         shown: dict[str, str] = {}  # run id -> the Slurm state last shown
         for run_id, job in jobs.items():

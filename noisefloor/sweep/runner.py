@@ -92,12 +92,15 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
                 (store.run_dir(record.planned) / "result.json").unlink(missing_ok=True)
             todo.append(record.planned)
 
-    if options.executor == "slurm":  # a run whose job is still queued or running is waited for, never submitted twice
+    attach: dict[str, str] = {}  # slurm: an unfinished run whose job is still queued or running is waited for, not resubmitted
+    if options.executor == "slurm":
         from noisefloor.sweep import slurm
 
-        live = {run_id for run_id, state in slurm.SweepJobs(slurm.jobs_folder(store.path)).states().items() if state.active}
-        todo += [r.planned for r in records if r.status == "running" and r.planned.run_id in live]
-        running = [run_id for run_id in running if run_id not in live]
+        slurm_jobs = slurm.SweepJobs(slurm.jobs_folder(store.path)).states()
+        attach = {r.planned.run_id: slurm_jobs[r.planned.run_id].job_id for r in records
+                  if r.status in ("running", "missing") and r.planned.run_id in slurm_jobs and slurm_jobs[r.planned.run_id].active}
+        todo += [r.planned for r in records if r.status == "running" and r.planned.run_id in attach]
+        running = [run_id for run_id in running if run_id not in attach]
 
     observer({"event": "plan", "plan": merged, "records": records, "todo": [r.run_id for r in todo]})
     if todo:
@@ -106,7 +109,7 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
         if options.executor == "slurm":
             executor = SlurmExecutor(slurm.jobs_folder(store.path), options.partition, options.gpus_per_run,
                                      options.time_minutes, threads, options.jobs or len(tasks), options.cluster,
-                                     merged.name, options.slurm_args, options.detach)
+                                     merged.name, options.slurm_args, options.detach, attach)
         else:
             jobs, gpus = default_jobs(merged)
             if options.jobs:
