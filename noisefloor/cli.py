@@ -354,7 +354,7 @@ def _cancel(sweep: str) -> int:
     store.load_plan()  # refuses a folder that is no sweep
     cancelled = slurm.SweepJobs(slurm.jobs_folder(store.path)).cancel()
     for run_id, state in sorted(cancelled.items()):
-        print(f"  {run_id}: cancelled slurm job {state.describe()}")
+        print(f"  {run_id}: cancelled slurm job {state.job_id} (was {state.state.lower()})")
     print(f"{store.path}: cancelled {len(cancelled)} Slurm jobs; finished runs are kept, "
           f"and `noisefloor sweep {store.path}` resumes the others from their last checkpoints")
     return 0

@@ -166,6 +166,9 @@ class LocalExecutor:
 # ---------------------------------------------------------------- slurm
 
 
+STOP_BEFORE_LIMIT_S = 5  # the run stops this long before Slurm's time limit: time to record why
+
+
 class TimeLimitReached(BaseException):
     """Slurm's warning signal before the time limit: not an Exception, so no run code swallows it."""
 
@@ -173,35 +176,45 @@ class TimeLimitReached(BaseException):
 def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes: int, signal_delay_s: int) -> dict[str, Any]:
     """The function a Slurm array element runs: `execute_run`, named after its run, ended cleanly at the time limit.
 
-    Slurm sends the warning signal `signal_delay_s` before the time limit (sbatch --signal). The run stops at
-    the next Python instruction, keeps its checkpoints and is recorded `failed` with "time limit" in its error,
-    so `--retry-failed` resumes it. The same signal far from the limit is a preemption
+    Slurm warns the job `signal_delay_s` before its time limit (sbatch --signal), or up to a minute earlier
+    (its event resolution). The run trains on until a few seconds before the limit, then stops at the next
+    Python instruction, keeps its checkpoints and is recorded `failed` with "time limit" in its error, so
+    `--retry-failed` resumes it. The same signal far from the limit is a preemption
     (PreemptParameters=send_user_signal): submitit's handler requeues the job, which resumes the run.
     """
     from noisefloor.sweep import slurm
 
     job_id = "_".join(filter(None, (os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID"))))
     job_id = job_id or os.environ.get("SLURM_JOB_ID", "")
-    slurm.rename_job(job_id, job_name)
+    if job_id:
+        slurm.rename_job(job_id, job_name)
     warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
     submitit_handler = signal.getsignal(warning)
+
+    def stop(signum, frame):
+        raise TimeLimitReached
 
     def on_warning(signum, frame):
         left = slurm.time_left_seconds(job_id)
         if left is not None and left > signal_delay_s + 60 and callable(submitit_handler):
             submitit_handler(signum, frame)
-        raise TimeLimitReached
+        elif left is not None and left > STOP_BEFORE_LIMIT_S:
+            signal.signal(signal.SIGALRM, stop)
+            signal.setitimer(signal.ITIMER_REAL, left - STOP_BEFORE_LIMIT_S)
+        else:
+            raise TimeLimitReached
 
     signal.signal(warning, on_warning)
     try:
         return execute_run(run_dir, config)
     except TimeLimitReached:
         finished = RunDir(Path(run_dir)).read_result()
-        if finished is not None:  # the warning came after the run wrote its result: that result stands
+        if finished is not None:  # the stop came after the run wrote its result: that result stands
             return finished
         return failed_result(run_dir, f"slurm job {job_id} reached its time limit (--time {time_minutes}); "
                                       "--retry-failed resumes it from its last checkpoint, or raise --time")
-    finally:  # a warning while the finished job exits must not kill it (Slurm would call the job FAILED)
+    finally:  # a stop while the finished job exits must not kill it (Slurm would call the job FAILED)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(warning, signal.SIG_IGN)
 
 
