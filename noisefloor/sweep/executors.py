@@ -211,11 +211,15 @@ def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes:
         finished = RunDir(Path(run_dir)).read_result()
         if finished is not None:  # the stop came after the run wrote its result: that result stands
             return finished
-        return failed_result(run_dir, f"slurm job {job_id} reached its time limit (--time {time_minutes}); "
-                                      "--retry-failed resumes it from its last checkpoint, or raise --time")
+        return time_limit_result(run_dir, job_id, time_minutes)
     finally:  # a stop while the finished job exits must not kill it (Slurm would call the job FAILED)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(warning, signal.SIG_IGN)
+
+
+def time_limit_result(run_dir: str, job_id: str, time_minutes: int) -> dict[str, Any]:
+    return failed_result(run_dir, f"slurm job {job_id} reached its time limit (--time {time_minutes}); "
+                                  "--retry-failed resumes it from its last checkpoint, or raise --time")
 
 
 def signal_delay_seconds(time_minutes: int) -> int:
@@ -347,8 +351,6 @@ class SlurmExecutor:
             return stored
         log = job.paths.stderr.read_text(errors="replace") if job.paths.stderr.exists() else ""
         if state.state in slurm.TIME_LIMIT_STATES or "DUE TO TIME LIMIT" in log:
-            return failed_result(run_dir, f"slurm job {job.job_id} was killed at its time limit (--time "
-                                          f"{self.time_minutes}); --retry-failed resumes it from its last checkpoint, "
-                                          "or raise --time")
+            return time_limit_result(run_dir, job.job_id, self.time_minutes)
         return {"status": "interrupted", "error": f"slurm job {state.describe()}: the run keeps its checkpoints; "
                                                   "run the sweep again to resume it"}
