@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,6 @@ def array_sweep(slurm_cluster, tmp_path_factory):  # noqa: F811
 
     folder = tmp_path_factory.mktemp("slurm-array")
     plan = spec.from_flags(MICRO, [], ["grad-clip"], [42], [23], "array")
-    run_sweep(plan, folder / "local", SweepOptions(jobs=1))
     view, shown = SweepView(folder / "slurm" / "runs", Console(file=io.StringIO())), []
 
     def observer(event):
@@ -133,16 +133,22 @@ def array_sweep(slurm_cluster, tmp_path_factory):  # noqa: F811
             console.print(view._render())
             shown.append(console.file.getvalue())
 
+    def on_slurm():
+        with view:
+            return run_sweep(plan, folder / "slurm", SweepOptions(
+                executor="slurm", partition="debug", time_minutes=5, slurm_args={"comment": "noisefloor-test"}),
+                observer, view.tick)
+
     logger = logging.getLogger("submitit")
     records = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append
     logger.addHandler(handler)
-    try:
-        with view:
-            summary = run_sweep(plan, folder / "slurm", SweepOptions(
-                executor="slurm", partition="debug", time_minutes=5, slurm_args={"comment": "noisefloor-test"}),
-                observer, view.tick)
+    try:  # the local sweep trains while the Slurm jobs start
+        with ThreadPoolExecutor(1) as pool:
+            slurm_sweep = pool.submit(on_slurm)
+            run_sweep(plan, folder / "local", SweepOptions(jobs=1))
+            summary = slurm_sweep.result()
     finally:
         logger.removeHandler(handler)
     return folder / "slurm", folder / "local", summary, shown, [r.getMessage() for r in records]
@@ -202,12 +208,16 @@ def test_killed_job_resumes_bit_identically_on_rerun(slurm_cluster, tmp_path, ca
     assert row["status"] == "missing" and 0 < row["step"] < 300, "killed mid-run, no result recorded"
     first_lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:5]
 
-    code, out, err = run_cli(capsys, *command)
-    assert code == 0, out + err
-    # resumed, not retrained: the steps before the checkpoint keep their lines (timings included)
-    assert (run_dir / "metrics.jsonl").read_text().splitlines()[:5] == first_lines
+    code, out, err = run_cli(capsys, *command, "--detach")  # resubmitted; the uninterrupted twin trains meanwhile
+    assert code == 0 and "submitted to Slurm: 1 runs" in out, out + err
+    resubmitted = (sweep / "logs" / "jobs.json").read_text()
     reference = trainer.train(from_dict(json.loads((run_dir / "config.json").read_text()), "config.json"),
                               tmp_path / "uninterrupted")
+    code, out, err = run_cli(capsys, "sweep", sweep, *SLURM, "--quiet")  # collects: waits for the job, submits nothing
+    assert code == 0 and "1 done" in out, out + err
+    assert (sweep / "logs" / "jobs.json").read_text() == resubmitted and json.loads(resubmitted)["runs"][run_id] != job
+    # resumed, not retrained: the steps before the checkpoint keep their lines (timings included)
+    assert (run_dir / "metrics.jsonl").read_text().splitlines()[:5] == first_lines
     assert json.loads((run_dir / "result.json").read_text())["final_digest"] == reference["final_digest"]
 
 
