@@ -33,13 +33,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _real_memory_mb() -> int:
+def _real_memory_mb(slurmd: str) -> int:
     """What slurmd itself measures (`slurmd -C`), so the node never registers with 'low RealMemory'."""
-    found = re.search(r"RealMemory=(\d+)", subprocess.run(["slurmd", "-C"], capture_output=True, text=True).stdout)
+    found = re.search(r"RealMemory=(\d+)", subprocess.run([slurmd, "-C"], capture_output=True, text=True).stdout)
     return int(found.group(1)) if found else 1024
 
 
-def write_conf(folder: Path, node: str, cpus: int) -> Path:
+def write_conf(folder: Path, node: str, cpus: int, slurmd: str = "slurmd") -> Path:
     for sub in ("state", "spool"):
         (folder / sub).mkdir(parents=True)
     conf = folder / "slurm.conf"
@@ -69,7 +69,7 @@ SlurmctldPidFile={folder}/slurmctld.pid
 SlurmdPidFile={folder}/slurmd.pid
 SlurmctldLogFile={folder}/slurmctld.log
 SlurmdLogFile={folder}/slurmd.log
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_real_memory_mb()} State=UNKNOWN
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_real_memory_mb(slurmd)} State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """)
     return conf
@@ -109,22 +109,24 @@ class ClusterUnavailable(Exception):
 @contextmanager
 def one_node_cluster(folder: Path):
     """Start slurmctld and slurmd with a slurm.conf in `folder` (SLURM_CONF set meanwhile); yield its path."""
-    missing = [c for c in COMMANDS if shutil.which(c) is None]
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])  # daemons live in sbin
+    found = {c: shutil.which(c, path=search) for c in COMMANDS}
+    missing = [c for c, path in found.items() if path is None]
     if missing:
         raise ClusterUnavailable(f"Slurm is not installed ({', '.join(missing)} not on PATH; apt-get install slurm-wlm)")
     if os.geteuid() != 0:
         raise ClusterUnavailable("the test cluster's daemons (auth/none) must be started as root")
     node = socket.gethostname().split(".")[0]
-    conf = write_conf(folder, node, cpus=min(2, os.cpu_count() or 1))
+    conf = write_conf(folder, node, min(2, os.cpu_count() or 1), found["slurmd"])
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)  # the daemons, the CLI's sbatch/squeue and the jobs all read it
-    daemons = [subprocess.Popen([daemon, "-D", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    daemons = [subprocess.Popen([found[daemon], "-D", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
                for daemon, extra in (("slurmctld", ["-i"]), ("slurmd", []))]
     try:
         deadline = time.time() + 60
         while _node_state() != "idle":
-            exited = [d.args[0] for d in daemons if d.poll() is not None]
+            exited = [Path(d.args[0]).name for d in daemons if d.poll() is not None]
             if exited or time.time() > deadline:
                 log = "".join((folder / f"{name}.log").read_text(errors="replace")[-400:]
                               for name in ("slurmctld", "slurmd") if (folder / f"{name}.log").exists())
