@@ -248,7 +248,8 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interventions", type=lambda s: [n.strip() for n in s.split(",") if n.strip()], default=[],
                    help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
     p.add_argument("--jobs", type=_positive_int, help="runs in parallel (default: cores / threads per run, or one per GPU)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
+    p.add_argument("--executor", choices=("local", "slurm"),
+                   help="where runs execute (default: local; slurm for a folder whose runs went to Slurm)")
     p.add_argument("--partition", help="slurm partition")
     p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (default 0)")
     p.add_argument("--time", type=int, default=60, metavar="MINUTES", help="slurm: time limit per run (default 60)")
@@ -282,15 +283,16 @@ def _reseed_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_plan(plan, out: str, args: argparse.Namespace) -> int:
     from noisefloor.report.live import SweepView
+    from noisefloor.sweep import slurm
     from noisefloor.sweep.runner import SweepOptions, run_sweep
 
-    from noisefloor.sweep.slurm import sbatch_args
-
-    if args.detach and args.executor != "slurm":
+    # a folder whose runs went to Slurm stays there unless told otherwise: its queued jobs are waited for
+    executor = args.executor or ("slurm" if slurm.SweepJobs(slurm.jobs_folder(out)).load() else "local")
+    if args.detach and executor != "slurm":
         raise UserError("--detach needs --executor slurm (local runs end with the command)")
-    options = SweepOptions(executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed,
+    options = SweepOptions(executor=executor, jobs=args.jobs, retry_failed=args.retry_failed,
                            partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time,
-                           slurm_args=sbatch_args(args.slurm_args), detach=args.detach)
+                           slurm_args=slurm.sbatch_args(args.slurm_args), detach=args.detach)
     if args.quiet:
         summary = run_sweep(plan, out, options)
     else:

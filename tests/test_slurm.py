@@ -213,7 +213,7 @@ def test_killed_job_resumes_bit_identically_on_rerun(slurm_cluster, tmp_path, ca
     resubmitted = (sweep / "logs" / "jobs.json").read_text()
     reference = trainer.train(from_dict(json.loads((run_dir / "config.json").read_text()), "config.json"),
                               tmp_path / "uninterrupted")
-    code, out, err = run_cli(capsys, "sweep", sweep, *SLURM, "--quiet")  # collects: waits for the job, submits nothing
+    code, out, err = run_cli(capsys, "sweep", sweep, "--quiet")  # collects (on Slurm): waits for the job, submits nothing
     assert code == 0 and "1 done" in out, out + err
     assert (sweep / "logs" / "jobs.json").read_text() == resubmitted and json.loads(resubmitted)["runs"][run_id] != job
     # resumed, not retrained: the steps before the checkpoint keep their lines (timings included)
