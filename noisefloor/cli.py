@@ -304,17 +304,24 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, which exist, estimated time); train nothing")
     p.add_argument("--jobs", type=_positive_int, help="runs in parallel (default: cores / threads per run, or one per GPU; "
                                                      "one at a time for --command)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (default local)")
+    p.add_argument("--executor", choices=("local", "slurm"),
+                   help="where runs execute (default: local; slurm for a folder whose runs went to Slurm)")
     p.add_argument("--partition", help="slurm partition")
     p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (default 0)")
     p.add_argument("--time", type=_minutes, default=60, metavar="MINUTES",
                    help="time limit per run: Slurm's, and a --command run's anywhere (default 60)")
+    p.add_argument("--slurm-arg", dest="slurm_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: an extra sbatch option, e.g. --slurm-arg account=myproject (repeatable)")
+    p.add_argument("--detach", action="store_true",
+                   help="slurm: exit once the jobs are submitted; the same command (or status) collects them later")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again (from their last checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no live view")
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", nargs="?", help="a sweep spec file (seedsweeps/*.toml); or give seeds (and optionally --config)")
+    p.add_argument("spec", nargs="?", help="a sweep spec file (seedsweeps/*.toml), or a sweep folder to continue; "
+                                           "or give seeds (and optionally --config)")
+    p.add_argument("--cancel", metavar="SWEEP_DIR", help="slurm: cancel the folder's queued and running jobs and exit")
     p.add_argument("--init-seeds", type=_seed_list, help="weight-init seeds, e.g. 42,22,67 (default: noisefloor.toml's)")
     p.add_argument("--train-seeds", type=_seed_list, help="training re-seeds crossed with every init seed (default: no re-seed)")
     _executor_arguments(p)
@@ -329,10 +336,16 @@ def _reseed_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_plan(plan, out, args: argparse.Namespace) -> int:
     from noisefloor.report.live import SweepView
+    from noisefloor.sweep import slurm
     from noisefloor.sweep.runner import SweepOptions, run_sweep
 
-    options = SweepOptions(executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed,
-                           partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time)
+    # a folder whose runs went to Slurm stays there unless told otherwise: its queued jobs are waited for
+    executor = args.executor or ("slurm" if slurm.SweepJobs(slurm.jobs_folder(out)).load() else "local")
+    if args.detach and executor != "slurm":
+        raise UserError("--detach needs --executor slurm (local runs end with the command)")
+    options = SweepOptions(executor=executor, jobs=args.jobs, retry_failed=args.retry_failed,
+                           partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time,
+                           slurm_args=slurm.sbatch_args(args.slurm_args), detach=args.detach)
     if args.quiet:
         summary = run_sweep(plan, out, options)
     else:
@@ -341,6 +354,10 @@ def _run_plan(plan, out, args: argparse.Namespace) -> int:
         with SweepView(Path(out) / "runs", _console(stderr=True)) as view:
             summary = run_sweep(plan, out, options, view, view.tick)
     _print_sweep_summary(summary)
+    if args.detach:
+        print(f"submitted to Slurm: {len(summary.trained)} runs; watch: noisefloor status {summary.path}   "
+              f"collect: noisefloor sweep {summary.path}   cancel: noisefloor sweep --cancel {summary.path}")
+        return 1 if any(r.status in ("failed", "diverged") for r in summary.records) else 0
     return 0 if summary.ok else 1
 
 
@@ -436,9 +453,19 @@ def _design(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from noisefloor.sweep import spec
 
+    if args.cancel:
+        return _cancel(args.cancel)
+    flags = (args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides or args.user_command
+             or args.argument_sets)
+    if args.spec and os.path.isdir(args.spec):  # a sweep folder: its own plan, continued
+        from noisefloor.sweep.store import SweepStore
+
+        if flags or args.out:
+            raise UserError("a sweep folder continues its own plan; drop --config/--init-seeds/--train-seeds/"
+                            "--interventions/--set/--command/--intervention/--out")
+        return _run_plan(SweepStore(args.spec).load_plan(), args.spec, args)
     if args.spec:
-        if (args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides or args.user_command
-                or args.argument_sets):
+        if flags:
             raise UserError("a spec file describes the whole sweep; drop --config/--init-seeds/--train-seeds/"
                             "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
@@ -452,6 +479,20 @@ def _sweep(args: argparse.Namespace) -> int:
             return 0
         return _run_plan(plan, out, args)
     return _study_plan("sweep", args)
+
+
+def _cancel(sweep: str) -> int:
+    from noisefloor.sweep import slurm
+    from noisefloor.sweep.store import SweepStore
+
+    store = SweepStore(sweep)
+    store.load_plan()  # refuses a folder that is no sweep
+    cancelled = slurm.SweepJobs(slurm.jobs_folder(store.path)).cancel()
+    for run_id, state in sorted(cancelled.items()):
+        print(f"  {run_id}: cancelled slurm job {state.job_id} (was {state.state.lower()})")
+    print(f"{store.path}: cancelled {len(cancelled)} Slurm jobs; finished runs are kept, "
+          f"and `noisefloor sweep {store.path}` resumes the others from their last checkpoints")
+    return 0
 
 
 @command("reseed", "pin the init seed and re-seed the training loop with each train seed", _reseed_arguments)
@@ -485,10 +526,14 @@ def _status(args: argparse.Namespace) -> int:
 
     from noisefloor.report.live import last_training_line
     from noisefloor.rundir import RunDir
+    from noisefloor.sweep import slurm
     from noisefloor.sweep.store import STATUSES, SweepStore
 
     store = SweepStore(args.sweep)
     records = store.records(store.load_plan())
+    jobs = slurm.SweepJobs(slurm.jobs_folder(store.path)).states()  # {} (and no Slurm call) for a local sweep
+    if jobs:  # detached jobs report through their run folders: collect them
+        store.write_csv(records)
     rows = []
     for record in records:
         run, result = record.planned, record.result or {}
@@ -496,6 +541,8 @@ def _status(args: argparse.Namespace) -> int:
         rows.append({"run": run.run_id, "intervention": run.intervention, "init_seed": run.init_seed,
                      "train_seed": run.train_seed, "status": record.status, "step": line.get("step", 0),
                      "steps": run.steps, "test_loss": result.get("test_loss"), "error": result.get("error")})
+        if run.run_id in jobs:
+            rows[-1].update(slurm_job=jobs[run.run_id].job_id, slurm_state=jobs[run.run_id].state or "gone")
     if args.json:
         print(json.dumps({"sweep": str(store.path), "runs": rows}, indent=2))
         return 0
@@ -503,11 +550,12 @@ def _status(args: argparse.Namespace) -> int:
 
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     table = Table(title=f"{store.path}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")
-    for column in ("run", "status", "step", "test loss", "error"):
+    for column in ("run", "status", "step", "test loss") + (("slurm job", "slurm state") if jobs else ()) + ("error",):
         table.add_column(column)
     for r in rows:
         loss = f"{r['test_loss']:.6f}" if r["test_loss"] is not None else ""
-        table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps'] or '?'}", loss, r["error"] or "")
+        slurm_cells = (r.get("slurm_job", ""), r.get("slurm_state", "")) if jobs else ()
+        table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps'] or '?'}", loss, *slurm_cells, r["error"] or "")
     _console().print(table)
     return 0
 

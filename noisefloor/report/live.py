@@ -44,6 +44,7 @@ class SweepView:
         self.started_at: dict[str, float] = {}
         self.durations: list[float] = []
         self.jobs_seen = 1
+        self.slurm: dict[str, str] = {}  # run id -> "JOBID STATE" as Slurm last said
         self.live = None
 
     def __enter__(self) -> "SweepView":
@@ -74,6 +75,8 @@ class SweepView:
             self.status[event["run"]] = "running"
             self.started_at[event["run"]] = time.time()
             self.jobs_seen = max(self.jobs_seen, sum(1 for s in self.status.values() if s == "running"))
+        elif kind == "slurm":
+            self.slurm[event["run"]] = event["state"]
         elif kind == "finished":
             self.status[event["run"]] = event["result"].get("status", "failed")
             began = self.started_at.pop(event["run"], None)
@@ -98,15 +101,18 @@ class SweepView:
         counts = {s: sum(1 for v in self.status.values() if v == s) for s in ("done", "running", "queued", "failed", "diverged")}
         title = (f"{self.total} runs: {counts['done']} done, {counts['running']} running, {counts['queued']} queued, "
                  f"{counts['failed']} failed, {counts['diverged']} diverged   {self._eta()}")
+        interrupted = sum(1 for v in self.status.values() if v == "interrupted")
+        if interrupted:
+            title += f"   {interrupted} interrupted (run again to resume)"
         table = Table(title=title, title_justify="left", expand=False)
-        for column in ("running run", "step", "loss", "tok/s"):
-            table.add_column(column, justify="left" if column == "running run" else "right")
+        for column in ("running run", "step", "loss", "tok/s") + (("slurm job",) if self.slurm else ()):
+            table.add_column(column, justify="right" if column in ("step", "loss", "tok/s") else "left")
         for run_id, status in self.status.items():
-            if status != "running":
+            if status != "running" and not (status == "queued" and run_id in self.slurm):
                 continue
             line = last_training_line(RunDir(self.runs_dir / run_id).metrics) or {}
             step = f"{line.get('step', 0)}/{self.steps.get(run_id, '?')}"
             loss = f"{line['loss']:.4f}" if "loss" in line else "-"
             speed = f"{line['tokens_per_s']:,.0f}" if "tokens_per_s" in line else "-"
-            table.add_row(run_id, step, loss, speed)
+            table.add_row(run_id, step, loss, speed, *((self.slurm.get(run_id, ""),) if self.slurm else ()))
         return table

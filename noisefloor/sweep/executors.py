@@ -184,11 +184,81 @@ class LocalExecutor:
 # ---------------------------------------------------------------- slurm
 
 
+STOP_BEFORE_LIMIT_S = 5  # the run stops this long before Slurm's time limit: time to record why
+
+
+class TimeLimitReached(BaseException):
+    """Slurm's warning signal before the time limit: not an Exception, so no run code swallows it."""
+
+
+def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes: float, signal_delay_s: int) -> dict[str, Any]:
+    """The function a Slurm array element runs: `execute_run`, named after its run, ended cleanly at the time limit.
+
+    Slurm warns the job `signal_delay_s` before its time limit (sbatch --signal), or up to a minute earlier
+    (its event resolution). The run trains on until a few seconds before the limit, then stops at the next
+    Python instruction, keeps its checkpoints and is recorded `failed` with "time limit" in its error, so
+    `--retry-failed` resumes it. The same signal far from the limit is a preemption
+    (PreemptParameters=send_user_signal): submitit's handler requeues the job, which resumes the run.
+    """
+    from noisefloor.sweep import slurm
+
+    job_id = "_".join(filter(None, (os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID"))))
+    job_id = job_id or os.environ.get("SLURM_JOB_ID", "")
+    if job_id:
+        slurm.rename_job(job_id, job_name)
+    warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+    submitit_handler = signal.getsignal(warning)
+
+    def stop(signum, frame):
+        raise TimeLimitReached
+
+    def on_warning(signum, frame):
+        left = slurm.time_left_seconds(job_id)
+        if left is not None and left > signal_delay_s + 60 and callable(submitit_handler):
+            submitit_handler(signum, frame)
+        elif left is not None and left > STOP_BEFORE_LIMIT_S:
+            signal.signal(signal.SIGALRM, stop)
+            signal.setitimer(signal.ITIMER_REAL, left - STOP_BEFORE_LIMIT_S)
+        else:
+            raise TimeLimitReached
+
+    signal.signal(warning, on_warning)
+    try:
+        # a user's command is stopped a little before Slurm's limit, so its failure carries its own output
+        return execute_run(run_dir, config, max(1.0, time_minutes * 60 - signal_delay_s))
+    except TimeLimitReached:
+        finished = RunDir(Path(run_dir)).read_result()
+        if finished is not None:  # the stop came after the run wrote its result: that result stands
+            return finished
+        return time_limit_result(run_dir, job_id, time_minutes)
+    finally:  # a stop while the finished job exits must not kill it (Slurm would call the job FAILED)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(warning, signal.SIG_IGN)
+
+
+def time_limit_result(run_dir: str, job_id: str, time_minutes: float) -> dict[str, Any]:
+    return failed_result(run_dir, f"slurm job {job_id} reached its time limit (--time {time_minutes:g}); "
+                                  "--retry-failed resumes it from its last checkpoint, or raise --time")
+
+
+def signal_delay_seconds(time_minutes: float) -> int:
+    """How long before the time limit Slurm warns the job: submitit's 90 s, at most half of a short limit."""
+    return int(min(90, time_minutes * 30))
+
+
 class SlurmExecutor:
-    """Job arrays through submitit. `cluster="local"` runs the same submission path on this machine."""
+    """Job arrays through submitit; runs whose jobs are still queued or running are waited for, not resubmitted.
+
+    `cluster="local"` runs the same submission path on this machine (submitit's local executor).
+    `detach`: return once submitted; a later `noisefloor sweep` or `status` collects the results.
+    Slurm is polled every `poll_seconds` (one squeue for all jobs); a job's result file is looked for every 0.5 s.
+    """
+
+    poll_seconds = 10.0
 
     def __init__(self, folder: Path, partition: str | None, gpus_per_run: int, time_minutes: float, threads: int | None,
-                 max_parallel: int, cluster: str | None = None):
+                 max_parallel: int, cluster: str | None = None, sweep_name: str = "sweep",
+                 slurm_args: dict[str, str] | None = None, detach: bool = False, attach: dict[str, str] | None = None):
         self.folder = folder
         self.partition = partition
         self.gpus_per_run = gpus_per_run
@@ -196,32 +266,110 @@ class SlurmExecutor:
         self.threads = threads
         self.max_parallel = max_parallel
         self.cluster = cluster
+        self.sweep_name = Path(sweep_name).name  # a flag sweep is named after its --out path
+        self.slurm_args = slurm_args or {}
+        self.detach = detach
+        self.attach = attach or {}  # run id -> its job still queued or running: waited for, not resubmitted
 
-    def run(self, tasks: list[Task], observer: Observer, tick: Callable[[], None] = lambda: None) -> None:
-        import submitit
-
-        executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
-        parameters: dict[str, Any] = {"timeout_min": math.ceil(self.time_minutes), "cpus_per_task": self.threads or 1,
-                                      "name": "noisefloor", "slurm_array_parallelism": self.max_parallel}
+    def _parameters(self) -> dict[str, Any]:
+        parameters: dict[str, Any] = {
+            "timeout_min": math.ceil(self.time_minutes), "cpus_per_task": self.threads or 1, "name": f"noisefloor:{self.sweep_name}",
+            "slurm_array_parallelism": self.max_parallel,
+            "slurm_signal_delay_s": signal_delay_seconds(self.time_minutes),
+        }
         if self.gpus_per_run:
             parameters["gpus_per_node"] = self.gpus_per_run
         if self.partition:
             parameters["slurm_partition"] = self.partition
-        executor.update_parameters(**parameters)
-        # a user's command stops a little before Slurm's limit, so its failure carries its own output
-        limit = [max(1.0, self.time_minutes * 60 - 30)] * len(tasks)
-        jobs = executor.map_array(execute_run, [t[1] for t in tasks], [t[2] for t in tasks], limit)
-        waiting = dict(zip(jobs, tasks))
-        for task in tasks:
-            observer({"event": "started", "run": task[0]})
-        while waiting:
-            for job in [j for j in waiting if j.done()]:
-                run_id, run_dir, _ = waiting.pop(job)
-                try:
-                    result = job.result()
-                except Exception as exc:  # the job itself failed (time limit, node failure, preemption)
-                    result = failed_result(run_dir, f"slurm job {job.job_id} failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]}")
+        if self.slurm_args:
+            parameters["slurm_additional_parameters"] = dict(self.slurm_args)
+        return parameters
+
+    def _submit(self, tasks: list[Task]) -> dict[str, Any]:
+        import submitit
+
+        from noisefloor.sweep import slurm
+
+        executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
+        executor.update_parameters(**self._parameters())
+        delay = signal_delay_seconds(self.time_minutes)
+        jobs = executor.map_array(slurm_job, [t[1] for t in tasks], [t[2] for t in tasks],
+                                  [f"noisefloor:{self.sweep_name}:{t[0]}" for t in tasks],
+                                  [self.time_minutes] * len(tasks), [delay] * len(tasks))
+        slurm.SweepJobs(self.folder).add({t[0]: job.job_id for t, job in zip(tasks, jobs)})
+        return {t[0]: job for t, job in zip(tasks, jobs)}
+
+    def run(self, tasks: list[Task], observer: Observer, tick: Callable[[], None] = lambda: None) -> None:
+        import submitit
+
+        from noisefloor.sweep import slurm
+
+        on_slurm = self.cluster != "local"
+        jobs = {t[0]: submitit.SlurmJob(self.folder / "%j", self.attach[t[0]]) for t in tasks if t[0] in self.attach}
+        submit = [t for t in tasks if t[0] not in self.attach]
+        jobs.update(self._submit(submit) if submit else {})
+        states = slurm.query_states(job.job_id for job in jobs.values()) if on_slurm else {}
+        run_dirs = {t[0]: t[1] for t in tasks}
+        shown: dict[str, str] = {}  # run id -> the Slurm state last shown
+        for run_id, job in jobs.items():
+            self._show(observer, run_id, states.get(job.job_id, slurm.JobState(job.job_id, "PENDING")), shown)
+        if self.detach:
+            return
+        next_poll = time.time() + self.poll_seconds
+        while jobs:
+            answered = {run_id for run_id, job in jobs.items() if job.paths.result_pickle.exists()}
+            ended: dict[str, slurm.JobState] = {}
+            if time.time() >= next_poll:
+                next_poll = time.time() + self.poll_seconds
+                if on_slurm:
+                    states = slurm.query_states(job.job_id for job in jobs.values())
+                    for run_id, job in jobs.items():
+                        self._show(observer, run_id, states[job.job_id], shown)
+                    ended = {run_id: states[job.job_id] for run_id, job in jobs.items()
+                             if not states[job.job_id].active and run_id not in answered}
+                else:
+                    answered |= {run_id for run_id, job in jobs.items() if job.done()}
+            for run_id in answered | ended.keys():
+                job = jobs.pop(run_id)
+                if run_id in answered:
+                    result = self._result(job, run_dirs[run_id])
+                else:
+                    result = self._ended_without_result(job, ended[run_id], run_dirs[run_id])
+                if shown.get(run_id) != "RUNNING":
+                    observer({"event": "started", "run": run_id})
                 observer({"event": "finished", "run": run_id, "result": result})
             tick()
-            if waiting:
-                time.sleep(1.0)
+            if jobs:
+                time.sleep(0.5)
+
+    @staticmethod
+    def _show(observer: Observer, run_id: str, state: Any, shown: dict[str, str]) -> None:
+        """Tell the observer a job's Slurm state when it changes; RUNNING is the run's start."""
+        if shown.get(run_id) == state.state:
+            return
+        shown[run_id] = state.state
+        observer({"event": "slurm", "run": run_id, "job": state.job_id, "state": state.describe()})
+        if state.state == "RUNNING":
+            observer({"event": "started", "run": run_id})
+
+    @staticmethod
+    def _result(job: Any, run_dir: str) -> dict[str, Any]:
+        try:
+            return job.result()
+        except Exception as exc:  # the job itself failed outside the run (submitit, a broken environment)
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            return failed_result(run_dir, f"slurm job {job.job_id} failed: {lines[-1][:300]}")
+
+    def _ended_without_result(self, job: Any, state: Any, run_dir: str) -> dict[str, Any]:
+        """A job Slurm ended before the run could answer: a time limit fails the run; anything else
+        (cancelled, killed, preempted, node failure) leaves it to resume from its last checkpoint next time."""
+        from noisefloor.sweep import slurm
+
+        stored = RunDir(Path(run_dir)).read_result()
+        if stored is not None:
+            return stored
+        log = job.paths.stderr.read_text(errors="replace") if job.paths.stderr.exists() else ""
+        if state.state in slurm.TIME_LIMIT_STATES or "DUE TO TIME LIMIT" in log:
+            return time_limit_result(run_dir, job.job_id, self.time_minutes)
+        return {"status": "interrupted", "error": f"slurm job {state.describe()}: the run keeps its checkpoints; "
+                                                  "run the sweep again to resume it"}

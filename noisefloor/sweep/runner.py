@@ -25,6 +25,8 @@ class SweepOptions:
     gpus_per_run: int = 0
     time_minutes: float = 60  # Slurm's limit per run; a user's command is stopped after it locally too
     cluster: str | None = None  # submitit cluster: None = auto (slurm when available), "local" for tests
+    slurm_args: dict[str, str] = field(default_factory=dict)  # extra sbatch parameters (--slurm-arg)
+    detach: bool = False  # slurm: return once the jobs are submitted
 
 
 @dataclass
@@ -125,13 +127,24 @@ def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: 
                 (store.run_dir(record.planned) / "result.json").unlink(missing_ok=True)
             todo.append(record.planned)
 
+    attach: dict[str, str] = {}  # slurm: an unfinished run whose job is still queued or running is waited for, not resubmitted
+    if options.executor == "slurm":
+        from noisefloor.sweep import slurm
+
+        slurm_jobs = slurm.SweepJobs(slurm.jobs_folder(store.path)).states()
+        attach = {r.planned.run_id: slurm_jobs[r.planned.run_id].job_id for r in records
+                  if r.status in ("running", "missing") and r.planned.run_id in slurm_jobs and slurm_jobs[r.planned.run_id].active}
+        todo += [r.planned for r in records if r.status == "running" and r.planned.run_id in attach]
+        running = [run_id for run_id in running if run_id not in attach]
+
     observer({"event": "plan", "plan": merged, "records": records, "todo": [r.run_id for r in todo]})
     if todo:
         tasks = [(r.run_id, str(store.run_dir(r)), r.config.to_dict()) for r in todo]
         threads = _threads(todo)
         if options.executor == "slurm":
-            executor = SlurmExecutor(store.path / "logs", options.partition, options.gpus_per_run, options.time_minutes,
-                                     threads, options.jobs or len(tasks), options.cluster)
+            executor = SlurmExecutor(slurm.jobs_folder(store.path), options.partition, options.gpus_per_run,
+                                     options.time_minutes, threads, options.jobs or len(tasks), options.cluster,
+                                     merged.name, options.slurm_args, options.detach, attach)
         else:
             jobs, gpus = default_jobs(merged)
             if options.jobs:
