@@ -531,6 +531,9 @@ def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verd
 def _against_init_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
     if verdict.same_init is False:
         why = f"initial weights differ from the baseline's (same_init from the {verdict.same_init_source})"
+    elif verdict.same_init:
+        why = (f"initial weights are the baseline's (same_init from the {verdict.same_init_source}), "
+               "but no training-loop floor with spread exists")
     else:
         why = "same_init unknown (no same_init or init_digest for its runs): the init floor is the conservative choice"
     init_floors = {f.stream: f for f in ctx.floors if f.kind == INIT}
