@@ -181,8 +181,8 @@ def _steps_done(run: Path) -> int:
 
 def test_kill_at_a_random_step_then_resume_is_bit_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    overrides = ["--config", str(REPO / "training" / "micro.toml"), "--set", "train.steps=60", "--set", "train.checkpoint_interval=7"]
-    kill_at = random.Random().randint(3, 55)
+    overrides = ["--config", str(REPO / "training" / "micro.toml"), "--set", "train.steps=40", "--set", "train.checkpoint_interval=7"]
+    kill_at = random.Random().randint(3, 35)
     killed = tmp_path / "killed"
     proc = _train_subprocess([*overrides, "--out", str(killed)], env)
     deadline = time.time() + 120
@@ -237,21 +237,6 @@ def test_non_finite_loss_stops_the_run_as_diverged(micro_config, tmp_path, capsy
     assert result["status"] == "diverged" and 1 <= result["step"] < 50
     assert "non-finite" in result["error"]
     assert not (tmp_path / "run" / "model.safetensors").exists()
-
-
-# ---------------------------------------------------------------- the demo preset learns
-
-
-def test_tiny_cpu_preset_clearly_lowers_the_test_loss(tmp_path, capsys):
-    """The demo preset learns: half its steps (to keep the suite fast) already take off over 2 nats."""
-    from noisefloor import config
-    from noisefloor.train.evaluate import evaluate
-
-    tiny = config.load(REPO / "training" / "tiny-cpu.toml", ["train.steps=60"])
-    result = trainer.train(tiny, tmp_path / "tiny")
-    at_init = evaluate(str(tmp_path / "tiny" / "init.safetensors"), str(tmp_path / "tiny" / "config.json"))["loss"]
-    assert at_init > 7.0  # about ln(2048): the untrained model guesses
-    assert result["test_loss"] < at_init - 2.0, (at_init, result["test_loss"])
 
 
 # ---------------------------------------------------------------- resume in-process, precisions, accumulation
