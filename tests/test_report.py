@@ -185,3 +185,14 @@ def test_long_tables_print_as_plain_aligned_text(tmp_path, capsys):
     header, rule = lines[start + 2], lines[start + 3]
     assert header.split() == ["intervention", "runs", "floor", "Δ", "decision", "90%", "CI", "of", "Δ", "3-SD", "verdict", "z", "(SDs)"]
     assert set(rule) <= {"-", " "} and lines[start + 4].startswith("iv000 ")
+
+
+def test_a_file_of_baseline_runs_only_says_how_to_add_interventions(tmp_path, capsys):
+    """The design card's first two commands give floors only: classify says what to run next, not an empty table."""
+    from conftest import run_cli
+
+    path = tmp_path / "results.csv"
+    path.write_text("run,intervention,init_seed,train_seed,test_loss\na,baseline,42,,4.80\nb,baseline,22,,4.82\n"
+                    "c,baseline,67,,4.79\nd,baseline,42,23,4.805\ne,baseline,42,67,4.801\n")
+    code, out, _ = run_cli(capsys, "classify", path)
+    assert code == 0 and "none in this file" in " ".join(out.split()) and "--interventions grad-clip" in out

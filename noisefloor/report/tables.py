@@ -130,6 +130,9 @@ def _interventions(a: Analysis) -> Table:
     level = f"{100 * (1 - 2 * a.alpha):g}% CI of Δ"
     columns = ("intervention", "runs", "floor", "Δ", "decision", level, "3-SD verdict", "z (SDs)")
     title = f"Interventions: decision (α = {a.alpha:g}) beside the 3-SD rule (* = they disagree)"
+    if not rows:
+        title = ("Interventions: none in this file, only the floors; add some with "
+                 "noisefloor sweep --interventions grad-clip,no-dropout (or interventions = [...] in noisefloor.toml)")
     return Table("interventions", title, columns, rows)
 
 
