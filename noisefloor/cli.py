@@ -35,7 +35,11 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped to a file or a CI log, rich would lay tables out at 80 columns and wrap numbers and names mid-word;
+    # such output is read later, so it gets the width it needs (COLUMNS, when set, still decides).
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, width=200 if wide else None)
 
 
 def _positive_int(text: str) -> int:
