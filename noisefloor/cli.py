@@ -467,13 +467,14 @@ def _sweep(args: argparse.Namespace) -> int:
         if flags or args.out:
             raise UserError("a sweep folder continues its own plan; drop --config/--init-seeds/--train-seeds/"
                             "--interventions/--set/--command/--intervention/--out")
-        return _run_plan(SweepStore(args.spec).load_plan(), args.spec, args)
-    if args.spec:
+        plan, out = SweepStore(args.spec).load_plan(), args.spec
+    elif args.spec:
         if flags:
             raise UserError("a spec file describes the whole sweep; drop --config/--init-seeds/--train-seeds/"
                             "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
         out = args.out or f"sweeps/{plan.name}"
+    if args.spec:
         if args.dry_run:
             from pathlib import Path
 

@@ -34,6 +34,8 @@ def test_the_four_commands_as_written_end_with_verdicts(tmp_path, monkeypatch, c
 
     code, stdout, _ = run_cli(capsys, "status", "--json")  # the current folder is the study
     assert code == 0 and [r["status"] for r in json.loads(stdout)["runs"]] == ["done"] * 8
+    code, stdout, _ = run_cli(capsys, "sweep", ".", "--dry-run")  # a sweep folder given by name plans too
+    assert code == 0 and "nothing to train" in stdout
 
     code, stdout, _ = run_cli(capsys, "classify", "results.csv")
     assert code == 0 and "Interventions: decision" in stdout

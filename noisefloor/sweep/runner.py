@@ -46,12 +46,15 @@ class SweepSummary:
 
 def _validate_data(plan: Plan) -> None:
     """Tokenise each corpus once for the whole sweep, and fail on bad data or a config too big for this
-    machine before any run starts."""
+    machine before any run starts. A sweep of user commands only never imports torch here."""
+    runs = _trainer_runs(plan.runs)
+    if not runs:
+        return
     from noisefloor.train.data import prepare_data
     from noisefloor.train.trainer import require_memory, uses_cuda
 
     seen = set()
-    for run in _trainer_runs(plan.runs):
+    for run in runs:
         if not uses_cuda(run.config):  # a CUDA run is checked by the worker that trains it (see require_memory)
             require_memory(run.config)
         m, t = run.config.model, run.config.train

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 from noisefloor import atomic
 from noisefloor import config as config_module
-from noisefloor.config import RunConfig, TrainConfig
+from noisefloor.config import RunConfig, TrainConfig, parse_problem, read_config_bytes
 from noisefloor.errors import UserError
 from noisefloor.presets import PRESETS
 from noisefloor.sweep.interventions import Overrides, Registry, parse_overrides
@@ -131,9 +131,9 @@ def load_study(folder: str | Path) -> Study | None:
     if not path.is_file():
         return None
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        raw = tomllib.loads(read_config_bytes(path).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # decode errors, huge integers, deep nesting (as spec files)
+        raise UserError(f"{path}: not valid TOML: {parse_problem(exc)}") from None
     unknown = sorted(set(raw) - {"study", "interventions"})
     if unknown:
         raise UserError(f"{path}: unknown table [{unknown[0]}] (tables: [study], [interventions])")
