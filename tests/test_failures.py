@@ -65,6 +65,12 @@ def test_a_loss_beyond_any_plausible_value_is_one_line_not_an_overflow(capsys, t
     path = _csv(tmp_path, "a,baseline,42,,4.8\nb,baseline,22,,1e300\nc,x,42,,4.7\n")
     code, _, err = run_cli(capsys, "classify", path)
     assert code == 2 and _one_line(err) and "line 3, column 'test_loss'" in err and "plausible" in err
+    # a file over 1 MB is validated column by column first: the same line, not a silent overflow
+    filler = "".join(f"r{i},baseline,{i % 7},,4.8\n" for i in range(60_000))
+    path = _csv(tmp_path, "a,baseline,42,,4.8\nb,baseline,22,,1e300\n" + filler)
+    assert path.stat().st_size > 1_000_000
+    code, _, err = run_cli(capsys, "classify", path)
+    assert code == 2 and _one_line(err) and "line 3, column 'test_loss'" in err and "plausible" in err
 
 
 def test_a_vanishing_effect_needs_more_seeds_than_can_be_run_rather_than_overflowing():

@@ -209,8 +209,8 @@ def _vectorised(text: str, source: str) -> Results | None:
         return None
     loss = pd.to_numeric(cells["test_loss"][keep], errors="coerce").to_numpy(float)
     same = cells.get("same_init", empty)[keep].str.lower()
-    if not np.isfinite(loss).all() or not same.isin(("", "true", "false")).all():
-        return None
+    if not (np.abs(loss) <= MAX_ABS_LOSS).all() or not same.isin(("", "true", "false")).all():
+        return None  # NaN, inf and implausible losses fail the comparison: the row-by-row reader names the line
     train_seed = np.where(has_train, train_int.astype(object), None)
     runs = pd.DataFrame(
         {
@@ -383,7 +383,6 @@ def _collapse(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Repeat]]:
             frame.at[code, name] = _first_known(group[name])
     frame = frame.astype(object)
     frame["init_seed"] = [int(v) for v in frame["init_seed"]]
-    frame = frame.astype(object)
     frame["test_loss"] = frame["test_loss"].astype(float)
     return frame, repeats
 
