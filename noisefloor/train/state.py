@@ -126,6 +126,10 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
     tmp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    # off the device once: saving and digesting below then read the same host copies (on CUDA, weights and
+    # both AdamW moments would otherwise cross to the host twice per checkpoint)
+    model_tensors, state_tensors = ({name: t.detach().to("cpu").contiguous() for name, t in group.items()}
+                                    for group in (model_tensors, state_tensors))
     try:
         save_tensors(tmp / "model.safetensors", model_tensors)
         save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
