@@ -1,4 +1,4 @@
-"""Your own training script, swept by noisefloor (README: "noisefloor sweep --command: your own trainer").
+"""Your own training script, swept by noisefloor (docs/your-own-trainer.md).
 
     noisefloor sweep --command 'python examples/train.py --init-seed {init_seed} --train-seed {train_seed} --out {run_dir}' \
         --init-seeds 42,22,67 --train-seeds 23,67 --intervention 'no-dropout=--dropout 0'

@@ -302,7 +302,7 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated interventions to run beside the baseline (combine with '+', e.g. grad-clip+no-dropout)")
     p.add_argument("--command", dest="user_command", metavar="CMD",
                    help="sweep your own program instead: a shell command with {init_seed}, {train_seed} and {run_dir}, "
-                        "reporting through {run_dir}/result.json (README: your own trainer)")
+                        "reporting through {run_dir}/result.json (docs/your-own-trainer.md)")
     p.add_argument("--intervention", dest="argument_sets", action="append", default=[], metavar="NAME=ARGS",
                    help="with --command: an intervention as extra arguments, e.g. 'qkv-bias=--qkv-bias' (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, which exist, estimated time); train nothing")
@@ -674,7 +674,7 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     _source_argument(parser)
     _decision_arguments(parser)
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print the analysis as JSON (schema in the README)")
+    output.add_argument("--json", action="store_true", help="print the analysis as JSON (schema in docs/method.md)")
     output.add_argument(
         "--format", choices=("table", "csv", "markdown"), default="table", help="how to print the tables (default: table)",
     )

@@ -57,7 +57,7 @@ def _in_range(lo: float, hi: float):
 
 
 def _spec(default: Any, doc: str, check=None, *, optional: bool = False) -> Any:
-    """A config field: default, one-line doc (the README's configuration table), check."""
+    """A config field: default, one-line doc (docs/configuration.md is generated from it: noisefloor/config_docs.py), check."""
     return field(default=default, metadata={"doc": doc, "check": check, "optional": optional})
 
 

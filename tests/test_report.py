@@ -162,12 +162,12 @@ def test_analysis_works_without_torch(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
-def test_readme_example_is_real_output(capsys, monkeypatch):
-    """The README's example is what `COLUMNS=120 noisefloor classify tests/data/study.csv` prints."""
+def test_method_page_example_is_real_output(capsys, monkeypatch):
+    """docs/method.md's example is what `COLUMNS=120 noisefloor classify tests/data/study.csv` prints."""
     monkeypatch.setenv("COLUMNS", "120")
     printed = [line.rstrip() for line in cli_out(capsys, "classify", str(STUDY)).splitlines()]
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    example = readme.split("### Example", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0].splitlines()
+    method = (Path(__file__).parents[1] / "docs" / "method.md").read_text()
+    example = method.split("## Example", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0].splitlines()
     cut = next(i for i, line in enumerate(example) if line.startswith("  [… 'Why each floor'"))
     assert example[:cut] == printed[:cut]
     assert example[cut + 4 :] == printed[-len(example[cut + 4 :]) :]

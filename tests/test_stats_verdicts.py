@@ -95,7 +95,7 @@ def test_matched_delta_is_against_the_baseline_run_of_the_same_seeds(tmp_path):
 
 
 def test_same_init_at_several_init_seeds_is_paired_with_the_baseline_at_each_seed(tmp_path):
-    """The rule for training-loop interventions whose runs span init seeds (README)."""
+    """The rule for training-loop interventions whose runs span init seeds (docs/method.md)."""
     v = verdicts_of(STUDY)["lr-cosine"]
     x = {42: 5.0935, 22: 5.1150, 67: 5.0790}
     refs = {42: np.mean(TRAIN42), 22: BASE[(22, None)], 67: BASE[(67, None)]}

@@ -5,7 +5,7 @@
 `Analysis.to_json()`, and `noisefloor report` renders the same object, so
 every number in a report is the number `classify` computes from that CSV.
 
-Rules (documented in the README, "Analysis: classify and report"):
+Rules (documented in docs/method.md, "Which floor judges an intervention" and "Reading the numbers"):
 - same_init per run: from the same_init column (the sweep compares the tensors
   a run shares with the baseline), else from init_digest when the run and the
   baseline at its init seed both have one, else unknown. An intervention is same-init

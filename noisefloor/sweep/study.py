@@ -76,7 +76,7 @@ train_seeds = [23, 67]
 interventions = []
 # runs in parallel on this machine (default: cores / the config's threads; 1 for a command)
 # jobs = 2
-# your own training program instead of `config` (delete config then; README: "your own trainer"):
+# your own training program instead of `config` (delete config then; docs/your-own-trainer.md):
 # command = "python train.py --init-seed {{init_seed}} --train-seed {{train_seed}} --out {{run_dir}}"
 
 [interventions]
