@@ -13,12 +13,14 @@ import difflib
 import hashlib
 import json
 import math
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from noisefloor.errors import UserError
+from noisefloor.presets import PRESETS
 
 GPT2_VOCAB_SIZE = 50257
 BYTE_TOKENS = 256
@@ -425,8 +427,6 @@ def minimum_training_bytes(config: RunConfig) -> int:
 
 def _parse_file(path: Path) -> Any:
     if not path.exists():
-        from noisefloor.presets import PRESETS
-
         if str(path) in PRESETS:  # `--config tiny-cpu`: the built-in copy of training/tiny-cpu.toml
             return PRESETS[str(path)]
         raise UserError(f"config file not found: {path} (built-in presets: {', '.join(PRESETS)})")
@@ -444,8 +444,6 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a megabyte is a w
 
 def read_config_bytes(path: Path) -> bytes:
     """A config file's bytes: a regular file of at most MAX_CONFIG_BYTES (a FIFO or device would block or never end)."""
-    import stat
-
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
@@ -526,6 +524,13 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         # the blog's trainer rounds its token budget up to whole optimizer steps
         config = config.replace(train={"steps": -(-read.min_train_tokens // config.tokens_per_step)})
     return config
+
+
+def preset(name: str) -> RunConfig:
+    """A built-in preset (presets.py) as a RunConfig."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r} (built in: {', '.join(PRESETS)})")
+    return from_dict(PRESETS[name], f"the built-in {name} preset")
 
 
 def describe() -> list[tuple[str, str, Any, str]]:

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from noisefloor import atomic
-from noisefloor.config import RunConfig
-from noisefloor.presets import preset
+from noisefloor.config import RunConfig, preset
 from noisefloor.sweep.interventions import BASELINE, Registry
 from noisefloor.sweep.runner import SweepOptions, SweepSummary, run_sweep
 from noisefloor.sweep.spec import Plan, expand

@@ -7,7 +7,6 @@ canvas, so nothing depends on a display or a global backend.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from noisefloor.rundir import RunDir
+from noisefloor.rundir import SweepDir, json_lines
 from noisefloor.stats.classify import NOISE, SIGNAL, UNDECIDED, Analysis
 from noisefloor.stats.factorial import half_normal_scores, lenth_pse
 from noisefloor.stats.floors import TRAIN
 from noisefloor.stats.table import BASELINE
-from noisefloor.sweep.store import SweepStore
 
 LOSS_LABEL = "test loss (nats/token)"
 FLOOR_COLOURS = {TRAIN: "#4C72B0", "init": "#DD8452"}
@@ -234,13 +232,14 @@ def read_curves(analysis: Analysis, sweep_dir: Path) -> tuple[list[Curve], list[
     curves, notes = [], []
     runs = analysis.results.runs
     for run, intervention in zip(runs["run"], runs["intervention"]):
-        path = RunDir(SweepStore(sweep_dir).runs_dir / run).metrics
+        path = SweepDir(sweep_dir).run(run).metrics
         if not path.is_file():
             continue
         steps, losses, val_steps, val_losses, bad = [], [], [], [], 0
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for _, line, record in json_lines(path.read_text(encoding="utf-8", errors="replace")):
             try:
-                record = json.loads(line)
+                if record is None:
+                    raise ValueError(line)
                 key = "loss" if "loss" in record else "val_loss"
                 step, value = int(record["step"]), float(record[key])
             except (ValueError, TypeError, KeyError):

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from noisefloor.rundir import RunDir
-
-
-def last_training_line(metrics: Path) -> dict[str, Any] | None:
-    """The newest training line of a metrics.jsonl, reading only its tail."""
-    try:
-        with open(metrics, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 8192))
-            lines = handle.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # a torn or damaged line (bad JSON, a huge number, deep nesting)
-            continue
-        if isinstance(record, dict) and all(isinstance(record.get(k), (int, float)) for k in ("step", "loss")) \
-                and isinstance(record.get("tokens_per_s", 0), (int, float)):
-            return record
-    return None
+from noisefloor.rundir import RunDir, last_training_line
 
 
 class SweepView:

@@ -109,16 +109,15 @@ def _reported(run: RunDir) -> tuple[dict[str, Any] | None, str | None]:
     return reported, None
 
 
-def execute_command(run_dir: str, config: dict[str, Any], time_limit_s: float | None) -> dict[str, Any]:
+def execute_command(run_dir: str, spec: CommandRun, time_limit_s: float | None) -> dict[str, Any]:
     """Run the user's command for one planned run; always returns (and writes) a result with a status."""
-    spec = CommandRun(**config["command"])
     run = RunDir(Path(run_dir).resolve())
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
         finished = run.read_result() if run.result.exists() else None
         if finished is not None and finished.get("status") == "done":
             return finished
-        atomic.write_json(run.config, spec.to_dict())
+        run.write_config(spec.to_dict())
         for stale in (run.result, run.manifest):  # a rerun reports afresh
             stale.unlink(missing_ok=True)
         log = run.path / OUTPUT_LOG
@@ -154,7 +153,7 @@ def execute_command(run_dir: str, config: dict[str, Any], time_limit_s: float | 
             result = {"status": "failed", "error": f"command's weights: {exc}", "test_loss": None, "seconds": seconds,
                       "init_digest": None, "final_digest": None}
         result.update(command=spec.command(str(run.path)), output_log=str(log), output_tail=tail)
-        atomic.write_json(run.result, result)
+        run.write_result(result)
         return result
 
 
