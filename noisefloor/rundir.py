@@ -124,6 +124,24 @@ class RunDir:
                 raise UserError(f"{path} line {number} is corrupt (expected {{\"step\", \"digest\", \"tensors\"}})") from None
         return digests
 
+    def read_result(self, done_fields: tuple[str, ...] = DONE_FIELDS) -> dict[str, Any] | None:
+        """result.json (None while the run has not ended), with the fields status, results.csv and the CLI read
+        type-checked: a damaged one is one line naming it, never a crash further on."""
+        if not self.result.exists():
+            return None
+        result = self.read_json(self.result)
+        wrong = [key for key in RESULT_NUMBERS if result.get(key) is not None
+                 and (isinstance(result[key], bool) or not isinstance(result[key], (int, float)))]
+        wrong += [key for key in RESULT_TEXTS if result.get(key) is not None and not isinstance(result[key], str)]
+        if result.get("status") not in RESULT_STATUSES:
+            wrong.append("status")
+        elif result["status"] == "done":
+            wrong += [key for key in done_fields if result.get(key) is None]
+        if wrong:
+            raise UserError(f"{self.result} is corrupt ({', '.join(dict.fromkeys(wrong))} missing or of the wrong type); "
+                            "delete it to train the run again from its last checkpoint")
+        return result
+
 
 def json_lines(text: str) -> Iterator[tuple[int, str, dict[str, Any] | None]]:
     """(line number, line, its JSON object) for each line of a metrics.jsonl or digests.jsonl; the object is None
@@ -178,24 +196,6 @@ class SweepDir:
 def demo_sweep(out: Path) -> SweepDir:
     """Where `noisefloor demo --out OUT` trains (its report goes to OUT itself)."""
     return SweepDir(Path(out) / "sweep")
-
-    def read_result(self, done_fields: tuple[str, ...] = DONE_FIELDS) -> dict[str, Any] | None:
-        """result.json (None while the run has not ended), with the fields status, results.csv and the CLI read
-        type-checked: a damaged one is one line naming it, never a crash further on."""
-        if not self.result.exists():
-            return None
-        result = self.read_json(self.result)
-        wrong = [key for key in RESULT_NUMBERS if result.get(key) is not None
-                 and (isinstance(result[key], bool) or not isinstance(result[key], (int, float)))]
-        wrong += [key for key in RESULT_TEXTS if result.get(key) is not None and not isinstance(result[key], str)]
-        if result.get("status") not in RESULT_STATUSES:
-            wrong.append("status")
-        elif result["status"] == "done":
-            wrong += [key for key in done_fields if result.get(key) is None]
-        if wrong:
-            raise UserError(f"{self.result} is corrupt ({', '.join(dict.fromkeys(wrong))} missing or of the wrong type); "
-                            "delete it to train the run again from its last checkpoint")
-        return result
 
 
 MAX_RUN_FILE_BYTES = 1 << 30  # digests.jsonl of a 100,000-step run with digests every 10 steps is ~130 MB
