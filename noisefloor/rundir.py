@@ -193,6 +193,11 @@ class SweepDir:
         return RunDir(self.runs / run_id)
 
 
+def default_run_dir(config: RunConfig) -> Path:
+    """Where `noisefloor train` puts a run without --out."""
+    return Path("runs") / config.digest()[:16]
+
+
 def demo_sweep(out: Path) -> SweepDir:
     """Where `noisefloor demo --out OUT` trains (its report goes to OUT itself)."""
     return SweepDir(Path(out) / "sweep")

@@ -29,7 +29,7 @@ class SweepView:
         return self
 
     def _start(self) -> None:
-        from rich.live import Live
+        from rich.live import Live  # rich: a --quiet sweep never loads it
 
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
@@ -74,7 +74,7 @@ class SweepView:
         return f"eta {int(seconds // 60)}:{int(seconds % 60):02d}"
 
     def _render(self):
-        from rich.table import Table
+        from rich.table import Table  # as in _start
 
         counts = {s: sum(1 for v in self.status.values() if v == s) for s in ("done", "running", "queued", "failed", "diverged")}
         title = (f"{self.total} runs: {counts['done']} done, {counts['running']} running, {counts['queued']} queued, "

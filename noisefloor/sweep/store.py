@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from noisefloor import atomic
+from noisefloor.checkpoints import file_digest
 from noisefloor.errors import UserError
 from noisefloor.rundir import RunDir, SweepDir, is_locked, read_run_text
 from noisefloor.sweep.interventions import BASELINE
@@ -148,8 +149,6 @@ def _checked_manifest(run_dir: RunDir) -> dict[str, Any]:
 def finished_run_is_valid(run_dir: RunDir, run: PlannedRun, result: dict[str, Any]) -> bool:
     """A `done` result counts only if its config is the planned one and its weights match its digest
     (a user's command need not save weights; when it did, they must match)."""
-    from noisefloor.checkpoints import file_digest
-
     config = _read_json(run_dir.config)
     if config is None or config != run.config.to_dict():
         return False
