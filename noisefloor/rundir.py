@@ -142,6 +142,19 @@ class RunDir:
                             "delete it to train the run again from its last checkpoint")
         return result
 
+    def read_reported_result(self) -> tuple[dict[str, Any] | None, str | None]:
+        """What a user's --command program wrote to result.json: (it, None), or (None, what is wrong with it)."""
+        try:
+            reported = json.loads(self.result.read_text())
+        except FileNotFoundError:
+            return None, f"wrote no {self.result.name} (it must hold a test_loss)"
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return None, f"{self.result.name} is not valid JSON ({exc})"
+        loss = reported.get("test_loss") if isinstance(reported, dict) else None
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            return None, f"{self.result.name} has no finite test_loss (got {loss!r})"
+        return reported, None
+
 
 def json_lines(text: str) -> Iterator[tuple[int, str, dict[str, Any] | None]]:
     """(line number, line, its JSON object) for each line of a metrics.jsonl or digests.jsonl; the object is None

@@ -21,8 +21,6 @@ Torch-free: a command sweep never imports torch in the runner or its workers.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import subprocess
@@ -95,20 +93,6 @@ def _finish(run: RunDir, spec: CommandRun, outcome: dict[str, Any], seconds: flo
     return result
 
 
-def _reported(run: RunDir) -> tuple[dict[str, Any] | None, str | None]:
-    """(the program's result.json, None) or (None, what is wrong with it)."""
-    try:
-        reported = json.loads(run.result.read_text())
-    except FileNotFoundError:
-        return None, f"wrote no {run.result.name} (it must hold a test_loss)"
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, f"{run.result.name} is not valid JSON ({exc})"
-    loss = reported.get("test_loss") if isinstance(reported, dict) else None
-    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
-        return None, f"{run.result.name} has no finite test_loss (got {loss!r})"
-    return reported, None
-
-
 def execute_command(run_dir: str, spec: CommandRun, time_limit_s: float | None) -> dict[str, Any]:
     """Run the user's command for one planned run; always returns (and writes) a result with a status."""
     run = RunDir(Path(run_dir).resolve())
@@ -138,7 +122,7 @@ def execute_command(run_dir: str, spec: CommandRun, time_limit_s: float | None) 
             error = f"exited with code {code}" if code > 0 else f"killed by signal {-code}"
         reported = None
         if error is None:
-            reported, error = _reported(run)
+            reported, error = run.read_reported_result()
         tail = _tail(log, TAIL_LINES)
         try:
             if error is None:
