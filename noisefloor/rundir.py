@@ -25,7 +25,7 @@ A sweep folder:
 `noisefloor demo --out DIR` trains into the sweep folder DIR/sweep and writes its report into DIR.
 
 Torch-free: `diverge`, `status` and the sweep store read run folders
-without importing torch.
+without importing torch. What each file holds, for users: docs/run-folder.md.
 """
 
 from __future__ import annotations
