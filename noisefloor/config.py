@@ -78,10 +78,10 @@ def check_seed(value: Any, where: str) -> int:
     return value
 
 
-def seed_list(value: Any, where: str) -> list[int]:
-    """A non-empty list of distinct seeds, or one UserError naming `where`."""
+def seed_list(value: Any, where: str, example: str = "[42, 22, 67]") -> list[int]:
+    """A non-empty list of distinct seeds, or one UserError naming `where` (and `example`, as the user writes one)."""
     if not isinstance(value, list) or not value or not all(_is_seed(s) for s in value):
-        raise UserError(f"{where} must be a non-empty list of seeds (integers 0..2**63-1), e.g. [42, 22, 67]")
+        raise UserError(f"{where} must be a non-empty list of seeds (integers 0..2**63-1), e.g. {example}")
     if len(set(value)) != len(value):
         raise UserError(f"{where} lists a seed twice: {value!r}")
     return value
