@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError
+from noisefloor.rundir import INIT_FILE, MODEL_FILE
 
 if TYPE_CHECKING:  # numpy is imported only where bytes differ: identical files never pay for it
     import numpy as np
@@ -59,8 +60,6 @@ CHUNK_BYTES = 2 << 20  # bytes read and compared per step: a multiple of every e
 STATS_BLOCK = 1 << 15  # elements per step of the statistics where bytes differ: temporaries stay in cache
 _USIZE_MAX = 2**64 - 1
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
-MODEL_FILE = "model.safetensors"
-INIT_FILE = "init.safetensors"
 
 
 # ------------------------------------------------------------------ dtypes
@@ -68,7 +67,7 @@ INIT_FILE = "init.safetensors"
 
 def _minifloat_table(exp_bits: int, man_bits: int, bias: int, special: Callable[[int, int, int], float | None]) -> np.ndarray:
     """Values of all 256 bit patterns of an 8-bit float (float32 holds them all exactly)."""
-    import numpy as np
+    import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
     values = np.empty(256, dtype=np.float32)
     for byte in range(256):
@@ -162,7 +161,7 @@ def decode(dtype: DType, bits: np.ndarray, out: np.ndarray | None = None) -> np.
 
     `out` (float32, for the formats that need converting) avoids allocating.
     """
-    import numpy as np
+    import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
     if dtype.table is not None:
         return np.take(dtype.table(), bits, out=out)
@@ -186,7 +185,7 @@ def order_key(dtype: DType, bits: np.ndarray, out: np.ndarray | None = None) -> 
     (floats) or |a - b| (ints) is `key_distance` of two keys. `out` (signed, the
     width of `bits`) avoids allocating.
     """
-    import numpy as np
+    import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
     if dtype.kind == "float":
         signed = bits.view(bits.dtype.str.replace("u", "i"))
@@ -203,7 +202,7 @@ def key_distance(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, sp
 
     `out` and `spare` (the keys' type) avoid allocating; the result is `out` viewed as unsigned.
     """
-    import numpy as np
+    import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
     unsigned = a.dtype.str.replace("i", "u")
     high = np.maximum(a, b, out=out).view(unsigned)
@@ -760,7 +759,7 @@ class _DiffStats:
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
     def _work(self, tag: str, dtype: Any, size: int) -> np.ndarray:
-        import numpy as np
+        import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
         key = (tag, np.dtype(dtype).str)
         array = self._arrays.get(key)
@@ -776,7 +775,7 @@ class _DiffStats:
             self._add_block(bits_a[start : start + STATS_BLOCK], bits_b[start : start + STATS_BLOCK], first + start)
 
     def _add_block(self, bits_a: np.ndarray, bits_b: np.ndarray, first: int) -> None:
-        import numpy as np
+        import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
         work = self._work
         differ = np.not_equal(bits_a, bits_b, out=work("differ", bool, bits_a.size))
@@ -826,7 +825,7 @@ class _DiffStats:
 
     def _complex_gap(self, bits_a: np.ndarray, bits_b: np.ndarray, values_a: np.ndarray, values_b: np.ndarray) -> np.ndarray:
         """|a - b| of complex64 pairs in float64; a part with equal bits contributes 0 (even inf vs inf)."""
-        import numpy as np
+        import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
         parts = np.subtract(values_a.view(np.float32), values_b.view(np.float32), dtype=np.float64, out=self._work("parts", np.float64, 2 * values_a.size))
         same = np.equal(bits_a.view(np.uint32), bits_b.view(np.uint32), out=self._work("same", bool, parts.size))
@@ -878,7 +877,7 @@ def _compare_bytes(fa: SafetensorsFile, fb: SafetensorsFile, info: TensorInfo, c
     offset = 0
     for chunk_a, chunk_b in zip(fa.chunks(info.name, chunk_bytes), fb.chunks(info.name, chunk_bytes)):
         if chunk_a != chunk_b:
-            import numpy as np
+            import numpy as np  # only where bytes differ: verify-identical of equal files never loads it
 
             stats = stats or _DiffStats(info)
             stats.add(np.frombuffer(chunk_a, np.uint8), np.frombuffer(chunk_b, np.uint8), offset)

@@ -1,19 +1,27 @@
 """The `noisefloor` command: parse arguments, call the library, print.
 
-No logic lives here. Heavy imports (torch) happen inside the handlers, so
-`noisefloor classify` and `verify-identical` start fast and work without
-touching torch.
+No logic lives here. Heavy imports (torch; scipy, pandas and statsmodels in
+stats/; rich and matplotlib in report/; sweep/ and what it loads) happen inside
+the handlers, so each command loads only what it uses: `classify` and
+`verify-identical` start fast and work without touching torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
-from noisefloor import __version__
+from noisefloor import __version__, atomic
+from noisefloor import config as config_module
+from noisefloor.checkpoints import compare_paths
+from noisefloor.config import check_seed, seed_list
+from noisefloor.diverge import diverge
 from noisefloor.errors import UserError
+from noisefloor.rundir import RunDir, SweepDir, default_run_dir, demo_sweep
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
@@ -33,7 +41,7 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from rich.console import Console  # rich: a quarter of a second, not needed by --json or --quiet output
 
     stream = sys.stderr if stderr else sys.stdout
     # Piped to a file or a CI log, rich would lay tables out at 80 columns and wrap numbers and names mid-word;
@@ -81,27 +89,24 @@ def _positive_number(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    from noisefloor.config import MAX_SEED
-
+    """config.py's rule, applied while parsing, so a bad seed is a usage mistake."""
     try:
-        value = int(text)
+        return check_seed(int(text), "a seed")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed must be between 0 and {MAX_SEED}, got {value}")
-    return value
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seed_list(text: str) -> list[int]:
     try:
-        seeds = [_seed(part) for part in text.split(",") if part.strip()]
-    except argparse.ArgumentTypeError:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated seeds between 0 and 2**63-1, got {text!r}") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("the seed list is empty")
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"{text!r} lists a seed twice")
-    return seeds
+    try:
+        return seed_list(seeds, repr(text), "42,22,67")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -171,6 +176,7 @@ class TrainingProgress:
         if self.quiet:
             return
         if event["event"] == "start":
+            # rich: not needed with --quiet or --json
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.progress = Progress(
@@ -200,10 +206,6 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("train", "train one run deterministically into a run directory", _train_arguments)
 def _train(args: argparse.Namespace) -> int:
-    import json
-
-    from noisefloor import config as config_module
-
     live = TrainingProgress(quiet=args.quiet or args.json)
     if args.resume:
         if args.config or args.overrides or args.init_seed is not None or args.train_seed is not None or args.out:
@@ -214,13 +216,9 @@ def _train(args: argparse.Namespace) -> int:
             result = trainer.resume(args.resume, live)
         out = args.resume
     else:
-        overrides = list(args.overrides)
-        if args.init_seed is not None:
-            overrides.append(f"train.init_seed={args.init_seed}")
-        if args.train_seed is not None:
-            overrides.append(f"train.train_seed={args.train_seed}")
-        config = config_module.load(args.config, overrides)
-        out = args.out or f"runs/{config.digest()[:16]}"
+        seeds = {"init_seed": args.init_seed, "train_seed": args.train_seed}
+        config = config_module.load(args.config, args.overrides, {k: v for k, v in seeds.items() if v is not None})
+        out = args.out or str(default_run_dir(config))
         from noisefloor.train import trainer  # torch: seconds to import, so a config error is reported first
 
         with live:
@@ -245,9 +243,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("eval", "loss of saved weights on the fixed test (or val) split", _eval_arguments)
 def _eval(args: argparse.Namespace) -> int:
-    import json
-
-    from noisefloor.train.evaluate import evaluate
+    from noisefloor.train.evaluate import evaluate  # torch: loaded by this command only
 
     result = evaluate(args.target, args.config, args.split)
     if args.json:
@@ -266,7 +262,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("export", "write saved weights for the book's GPTModel (load_state_dict with strict=True)", _export_arguments)
 def _export(args: argparse.Namespace) -> int:
-    from noisefloor.train.evaluate import export
+    from noisefloor.train.evaluate import export  # torch: loaded by this command only
 
     print(export(args.target, args.to, args.out, args.config))
     return 0
@@ -284,7 +280,7 @@ def _smoke_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("smoke", "continue a prompt with a trained model (greedy, or seeded sampling)", _smoke_arguments)
 def _smoke(args: argparse.Namespace) -> int:
-    from noisefloor.train.generate import continue_text
+    from noisefloor.train.generate import continue_text  # torch: loaded by this command only
 
     print(continue_text(args.target, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.config))
     return 0
@@ -339,6 +335,7 @@ def _reseed_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(plan, out, args: argparse.Namespace) -> int:
+    # sweep/ (the executors, checkpoints, numpy) and rich: only for the commands that train a plan
     from noisefloor.report.live import SweepView
     from noisefloor.sweep import slurm
     from noisefloor.sweep.runner import SweepOptions, run_sweep
@@ -353,9 +350,7 @@ def _run_plan(plan, out, args: argparse.Namespace) -> int:
     if args.quiet:
         summary = run_sweep(plan, out, options)
     else:
-        from pathlib import Path
-
-        with SweepView(Path(out) / "runs", _console(stderr=True)) as view:
+        with SweepView(SweepDir(Path(out)).runs, _console(stderr=True)) as view:
             summary = run_sweep(plan, out, options, view, view.tick)
     _print_sweep_summary(summary)
     if args.detach:
@@ -366,7 +361,7 @@ def _run_plan(plan, out, args: argparse.Namespace) -> int:
 
 
 def _print_sweep_summary(summary) -> None:
-    from noisefloor.sweep.store import STATUSES
+    from noisefloor.sweep.store import STATUSES  # sweep/: only for the commands that sweep
 
     counts = ", ".join(f"{summary.count(s)} {s}" for s in STATUSES if summary.count(s))
     print(f"{summary.path}: {len(summary.records)} runs ({counts}); trained now: {len(summary.trained)}")
@@ -375,12 +370,12 @@ def _print_sweep_summary(summary) -> None:
     for record in summary.records:
         if record.status in ("failed", "diverged"):
             print(f"  {record.planned.run_id}: {record.status} — {(record.result or {}).get('error')}")
-    results = summary.path / "results.csv"
+    results = SweepDir(summary.path).results
     print(f"results: {results}   next: noisefloor classify {results}")
 
 
 def _print_dry_run(resolved, jobs: int) -> None:
-    from noisefloor.sweep.study import describe
+    from noisefloor.sweep.study import describe  # sweep/: only for the commands that sweep
 
     lines = describe(resolved)
     todo = [line for line in lines if line.status != "done"]
@@ -399,7 +394,7 @@ def _print_dry_run(resolved, jobs: int) -> None:
 
 
 def _study_plan(kind: str, args: argparse.Namespace):
-    from noisefloor.sweep.study import Request, default_jobs, resolve
+    from noisefloor.sweep.study import Request, default_jobs, resolve  # sweep/: only for the commands that sweep
 
     request = Request(kind, args.out, args.config, args.overrides, args.interventions, args.argument_sets,
                       args.user_command, args.init_seeds, args.train_seeds)
@@ -431,9 +426,7 @@ def _design_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("design", "a two-level fractional-factorial plan of interventions, written as a sweep spec", _design_arguments)
 def _design(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from noisefloor import atomic
+    # numpy (stats/design.py) and sweep/: only for this command
     from noisefloor.stats.design import choose
     from noisefloor.sweep.design_spec import describe, design_spec
 
@@ -455,14 +448,14 @@ def _design(args: argparse.Namespace) -> int:
 
 @command("sweep", "train the baseline and interventions at several init seeds (or a spec file's experiments)", _sweep_arguments)
 def _sweep(args: argparse.Namespace) -> int:
-    from noisefloor.sweep import spec
+    from noisefloor.sweep import spec  # sweep/: only for the commands that sweep
 
     if args.cancel:
         return _cancel(args.cancel)
     flags = (args.config or args.init_seeds or args.train_seeds or args.interventions or args.overrides or args.user_command
              or args.argument_sets)
     if args.spec and os.path.isdir(args.spec):  # a sweep folder: its own plan, continued
-        from noisefloor.sweep.store import SweepStore
+        from noisefloor.sweep.store import SweepStore  # sweep/: only for the commands that sweep
 
         if flags or args.out:
             raise UserError("a sweep folder continues its own plan; drop --config/--init-seeds/--train-seeds/"
@@ -476,9 +469,7 @@ def _sweep(args: argparse.Namespace) -> int:
         out = args.out or f"sweeps/{plan.name}"
     if args.spec:
         if args.dry_run:
-            from pathlib import Path
-
-            from noisefloor.sweep.study import Resolved, default_jobs
+            from noisefloor.sweep.study import Resolved, default_jobs  # sweep/: only for the commands that sweep
 
             _print_dry_run(Resolved(plan, Path(out), None), args.jobs or default_jobs(plan))
             return 0
@@ -487,6 +478,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _cancel(sweep: str) -> int:
+    # sweep/: only for the commands that sweep
     from noisefloor.sweep import slurm
     from noisefloor.sweep.store import SweepStore
 
@@ -512,7 +504,7 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("init", "write a commented noisefloor.toml: this folder's base config, seeds and interventions", _init_arguments)
 def _init(args: argparse.Namespace) -> int:
-    from noisefloor.sweep.study import write_template
+    from noisefloor.sweep.study import write_template  # sweep/: only for the commands that sweep
 
     written = write_template(args.out, args.config)
     print(f"wrote {written}: edit it, then `noisefloor sweep` and `noisefloor reseed` here use it "
@@ -527,10 +519,7 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("status", "which runs of a sweep are done, running, failed or missing", _status_arguments)
 def _status(args: argparse.Namespace) -> int:
-    import json
-
-    from noisefloor.report.live import last_training_line
-    from noisefloor.rundir import RunDir
+    # sweep/: only for the commands that read or run sweeps
     from noisefloor.sweep import slurm
     from noisefloor.sweep.store import STATUSES, SweepStore
 
@@ -542,7 +531,7 @@ def _status(args: argparse.Namespace) -> int:
     rows = []
     for record in records:
         run, result = record.planned, record.result or {}
-        line = last_training_line(RunDir(store.run_dir(run)).metrics) or {}
+        line = RunDir(store.run_dir(run)).last_training_line() or {}
         rows.append({"run": run.run_id, "intervention": run.intervention, "init_seed": run.init_seed,
                      "train_seed": run.train_seed, "status": record.status, "step": line.get("step", 0),
                      "steps": run.steps, "test_loss": result.get("test_loss"), "error": result.get("error")})
@@ -551,7 +540,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"sweep": str(store.path), "runs": rows}, indent=2))
         return 0
-    from rich.table import Table
+    from rich.table import Table  # rich: not needed by --json
 
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
     table = Table(title=f"{store.path}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")
@@ -576,10 +565,6 @@ def _diverge_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("diverge", "first recorded step where two runs' parameters differ, and why they might", _diverge_arguments)
 def _diverge(args: argparse.Namespace) -> int:
-    import json
-
-    from noisefloor.diverge import diverge
-
     found = diverge(args.run_a, args.run_b)
     if args.json:
         print(json.dumps(found.to_json(), indent=2))
@@ -614,9 +599,7 @@ def _doctor_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("doctor", "environment fingerprint, determinism hazards, and a twice-trained self-test", _doctor_arguments)
 def _doctor(args: argparse.Namespace) -> int:
-    import json
-
-    from noisefloor import config as config_module
+    # torch: loaded by this command only
     from noisefloor import doctor
     from noisefloor.train import determinism
 
@@ -629,7 +612,7 @@ def _doctor(args: argparse.Namespace) -> int:
         print(json.dumps({"fingerprint": fingerprint, "hazards": [h.to_json() for h in hazards],
                           "noisefloor_mode": mode, "self_test": test}, indent=2, default=str))
     else:
-        from rich.table import Table
+        from rich.table import Table  # rich: not needed by --json
 
         console = _console()
         table = Table(title="environment fingerprint", title_justify="left", show_header=False)
@@ -682,13 +665,12 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("classify", "noise floors and a signal/noise verdict per intervention, from a results CSV", _classify_arguments)
 def _classify(args: argparse.Namespace) -> int:
+    # scipy, pandas, statsmodels (stats/) and rich (report/): only for the analysis commands
     from noisefloor.report import tables
     from noisefloor.stats.classify import analyse
 
     analysis = analyse(args.source, args.alpha, args.margin)
     if args.json:
-        import json
-
         print(json.dumps(analysis.to_json(), indent=2))
     elif args.format == "csv":
         sys.stdout.write(tables.to_csv(tables.tables(analysis)))
@@ -714,6 +696,7 @@ def _alpha_power(text: str) -> float:
 
 @command("plan", "seeds per arm to detect a stated effect, from the pilot floors' SDs", _plan_arguments)
 def _plan(args: argparse.Namespace) -> int:
+    # scipy, pandas, statsmodels (stats/) and rich (report/): only for the analysis commands
     from noisefloor.report import tables
     from noisefloor.stats.classify import analyse
     from noisefloor.stats.plan import plan_seeds
@@ -721,8 +704,6 @@ def _plan(args: argparse.Namespace) -> int:
     analysis = analyse(args.source)
     rows = plan_seeds(analysis.floors, analysis.pooled_train, args.effect, args.alpha, args.power)
     if args.json:
-        import json
-
         print(json.dumps({"effect": args.effect, "alpha": args.alpha, "power": args.power,
                           "floors": [r.to_json() for r in rows]}, indent=2))
     else:
@@ -739,7 +720,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("report", "Markdown and self-contained HTML report with figures, from a results CSV", _report_arguments)
 def _report(args: argparse.Namespace) -> int:
-    from noisefloor.report.write import write_report
+    from noisefloor.report.write import write_report  # matplotlib, seaborn, scipy, statsmodels: only for this command
 
     written = write_report(args.source, args.out, args.alpha, args.margin)
     if not args.quiet:
@@ -764,10 +745,6 @@ def _verify_identical_arguments(parser: argparse.ArgumentParser) -> None:
     _verify_identical_arguments,
 )
 def _verify_identical(args: argparse.Namespace) -> int:
-    import json
-
-    from noisefloor.checkpoints import compare_paths
-
     result = compare_paths(args.a, args.b, args.ignore)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
     return 0 if result.identical else 1
@@ -785,8 +762,7 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "the whole study on the built-in default: floors, interventions, verdicts, report", _demo_arguments)
 def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # sweep/, stats/ and report/ (scipy, statsmodels, matplotlib): only for this command
     from noisefloor.demo import run_demo
     from noisefloor.report import tables
     from noisefloor.report.live import SweepView
@@ -795,7 +771,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.quiet:
         result = run_demo(out, args.quick, args.jobs)
     else:
-        with SweepView(out / "sweep" / "runs", _console(stderr=True)) as view:
+        with SweepView(demo_sweep(out).runs, _console(stderr=True)) as view:
             result = run_demo(out, args.quick, args.jobs, view, view.tick)
     console = _console()
     tables.render_rich(result.analysis, console, keys=("interventions",))

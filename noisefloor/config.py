@@ -13,12 +13,14 @@ import difflib
 import hashlib
 import json
 import math
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from noisefloor.errors import UserError
+from noisefloor.presets import PRESETS
 
 GPT2_VOCAB_SIZE = 50257
 BYTE_TOKENS = 256
@@ -56,6 +58,35 @@ def _in_range(lo: float, hi: float):
     return check
 
 
+# ---------------------------------------------------------------- seeds: one rule wherever they come from
+# (a config file, --set, --init-seed, the seed lists of a spec file, noisefloor.toml or the command line)
+
+seed_problem = _in_range(0, MAX_SEED)
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and seed_problem(value) is None
+
+
+def check_seed(value: Any, where: str) -> int:
+    """A seed, or one UserError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{where} must be an integer, got {_shown(value)}")
+    problem = seed_problem(value)
+    if problem:
+        raise UserError(f"{where} {problem}, got {value}")
+    return value
+
+
+def seed_list(value: Any, where: str, example: str = "[42, 22, 67]") -> list[int]:
+    """A non-empty list of distinct seeds, or one UserError naming `where` (and `example`, as the user writes one)."""
+    if not isinstance(value, list) or not value or not all(_is_seed(s) for s in value):
+        raise UserError(f"{where} must be a non-empty list of seeds (integers 0..2**63-1), e.g. {example}")
+    if len(set(value)) != len(value):
+        raise UserError(f"{where} lists a seed twice: {value!r}")
+    return value
+
+
 def _spec(default: Any, doc: str, check=None, *, optional: bool = False) -> Any:
     """A config field: default, one-line doc (docs/configuration.md is generated from it: noisefloor/config_docs.py), check."""
     return field(default=default, metadata={"doc": doc, "check": check, "optional": optional})
@@ -85,9 +116,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    init_seed: int = _spec(42, "seeds every RNG before the model is built", _in_range(0, MAX_SEED))
+    init_seed: int = _spec(42, "seeds every RNG before the model is built", seed_problem)
     train_seed: int | None = _spec(None, "re-seeds every RNG right after the model is built (absent: the RNG simply continues)",
-                                   _in_range(0, MAX_SEED), optional=True)
+                                   seed_problem, optional=True)
     data: str = _spec("builtin", "'builtin' (Python's own documentation), a text file or folder, a .safetensors with a uint16 'tokens' tensor, a .npy, llm.c .bin shards (file, folder or glob), or a folder already split into train.* and val.*/validation.* token files")
     steps: int = _spec(100, "optimizer steps", _at_least(1))
     microbatch_size: int = _spec(8, "windows per forward/backward pass", _at_least(1))
@@ -142,6 +173,14 @@ class RunConfig:
                 raise UserError(f"unknown config section [{section}] (sections: model, train)")
             raw[section].update(values)
         return from_dict(raw, source="config")
+
+    def with_seeds(self, init_seed: int, train_seed: int | None) -> "RunConfig":
+        """This config at other seeds, checked as a file's are, without a round trip through a dict (a sweep
+        builds one per run; nothing else in the config depends on the seeds)."""
+        check_seed(init_seed, "[train] init_seed")
+        if train_seed is not None:
+            check_seed(train_seed, "[train] train_seed")
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, init_seed=init_seed, train_seed=train_seed))
 
     @property
     def tokens_per_step(self) -> int:
@@ -425,8 +464,6 @@ def minimum_training_bytes(config: RunConfig) -> int:
 
 def _parse_file(path: Path) -> Any:
     if not path.exists():
-        from noisefloor.presets import PRESETS
-
         if str(path) in PRESETS:  # `--config tiny-cpu`: the built-in copy of training/tiny-cpu.toml
             return PRESETS[str(path)]
         raise UserError(f"config file not found: {path} (built-in presets: {', '.join(PRESETS)})")
@@ -444,8 +481,6 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a megabyte is a w
 
 def read_config_bytes(path: Path) -> bytes:
     """A config file's bytes: a regular file of at most MAX_CONFIG_BYTES (a FIFO or device would block or never end)."""
-    import stat
-
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
@@ -505,8 +540,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
-def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a config (None: all defaults; see `_read` for what it may be) and apply `--set` overrides.
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+         seeds: Mapping[str, int] | None = None) -> RunConfig:
+    """Read a config (None: all defaults; see `_read` for what it may be) and apply `--set` overrides, then
+    `seeds` ({"init_seed": 7} from --init-seed, {"train_seed": 23} from --train-seed) as they are.
 
     Every mistake of the file and the overrides together is named in one UserError.
     """
@@ -520,12 +557,24 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             read.raw[section][name] = value
         read.labels.pop((section, name), None)
         overridden.add(f"{section}.{name}")
+    for name, value in (seeds or {}).items():
+        if isinstance(read.raw.get("train"), dict):
+            read.raw["train"][name] = value
+        read.labels.pop(("train", name), None)
+        overridden.add(f"train.{name}")
     problems = [(source, text) for source, text, instead in read.problems if instead not in overridden]
-    config = _validate(read.raw, read.source if not overrides else f"{read.source} (with --set)", read.labels, problems)
+    config = _validate(read.raw, read.source if not (overrides or seeds) else f"{read.source} (with --set)", read.labels, problems)
     if read.min_train_tokens is not None and "train.steps" not in overridden:
         # the blog's trainer rounds its token budget up to whole optimizer steps
         config = config.replace(train={"steps": -(-read.min_train_tokens // config.tokens_per_step)})
     return config
+
+
+def preset(name: str) -> RunConfig:
+    """A built-in preset (presets.py) as a RunConfig."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r} (built in: {', '.join(PRESETS)})")
+    return from_dict(PRESETS[name], f"the built-in {name} preset")
 
 
 def describe() -> list[tuple[str, str, Any, str]]:

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from noisefloor import atomic
-from noisefloor.config import RunConfig
-from noisefloor.presets import preset
+from noisefloor.config import RunConfig, preset
+from noisefloor.report.write import write_report
+from noisefloor.rundir import demo_sweep
 from noisefloor.sweep.interventions import BASELINE, Registry
 from noisefloor.sweep.runner import SweepOptions, SweepSummary, run_sweep
 from noisefloor.sweep.spec import Plan, expand
+from noisefloor.train.determinism import fingerprint
 
 INIT_SEEDS = [42, 22, 67]
 PINNED_INIT_SEED = 42
@@ -59,11 +61,9 @@ class DemoResult:
 def run_demo(out: str | Path, quick: bool = False, jobs: int | None = None,
              observer: Callable[[dict[str, Any]], None] = lambda e: None,
              tick: Callable[[], None] = lambda: None) -> DemoResult:
-    from noisefloor.report.write import write_report
-    from noisefloor.train.determinism import fingerprint
-
     out = atomic.out_folder(out)
-    summary = run_sweep(demo_plan(quick), out / "sweep", SweepOptions(jobs=jobs), observer, tick)
-    written = write_report(out / "sweep", out)
+    sweep = demo_sweep(out).path
+    summary = run_sweep(demo_plan(quick), sweep, SweepOptions(jobs=jobs), observer, tick)
+    written = write_report(sweep, out)
     atomic.write_json(out / "environment.json", fingerprint())
     return DemoResult(summary, written.analysis, written.html, written.markdown)

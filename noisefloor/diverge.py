@@ -10,13 +10,12 @@ Needs no torch.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from noisefloor.errors import UserError
-from noisefloor.rundir import RunDir, read_run_text
+from noisefloor.rundir import RunDir
 
 # environment keys that decide bit-identity (the rest of the fingerprint is informative)
 IDENTITY_KEYS = ("python", "packages", "torch_cuda", "cudnn", "torch_threads", "cpu_kernels", "blas", "device")
@@ -40,22 +39,6 @@ class Divergence:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "diverged": self.diverged}
-
-
-def read_digests(run: Path) -> dict[int, dict[str, Any]]:
-    path = RunDir(run).digests
-    if not path.exists():
-        raise UserError(f"{path} not found: the run recorded no digests (train with [train] digest_interval > 0)")
-    digests = {}
-    for number, line in enumerate(read_run_text(path).splitlines(), start=1):
-        try:
-            record = json.loads(line)
-            if not (isinstance(record["digest"], str) and isinstance(record.get("tensors", {}), dict)):
-                raise TypeError
-            digests[int(record["step"])] = record
-        except (KeyError, TypeError, ValueError, RecursionError):  # bad JSON is a ValueError
-            raise UserError(f"{path} line {number} is corrupt (expected {{\"step\", \"digest\", \"tensors\"}})") from None
-    return digests
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -91,7 +74,8 @@ def diverge(run_a: str | Path, run_b: str | Path) -> Divergence:
     for run in (a, b):
         if not run.is_dir():
             raise UserError(f"run directory not found: {run}")
-    digests_a, digests_b = read_digests(a), read_digests(b)
+    dir_a, dir_b = RunDir(a), RunDir(b)
+    digests_a, digests_b = dir_a.read_digests(), dir_b.read_digests()
     common = sorted(digests_a.keys() & digests_b.keys())
     if not common:
         raise UserError(f"{a} and {b} share no recorded step (different digest_interval?)")
@@ -106,7 +90,6 @@ def diverge(run_a: str | Path, run_b: str | Path) -> Divergence:
         ta, tb = da.get("tensors", {}), db.get("tensors", {})
         tensors = sorted(name for name in ta.keys() | tb.keys() if ta.get(name) != tb.get(name))
         break
-    dir_a, dir_b = RunDir(a), RunDir(b)
     return Divergence(
         run_a=str(a), run_b=str(b), compared_steps=len(common), first_divergent_step=first,
         last_equal_step=last_equal, first_tensors=tensors,

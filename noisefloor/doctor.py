@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+from noisefloor.checkpoints import compare_paths
 from noisefloor.config import RunConfig
 from noisefloor.train import determinism
+from noisefloor.train.trainer import train
 
 
 @dataclass
@@ -77,9 +79,6 @@ def noisefloor_mode(threads: int) -> dict[str, Any]:
 
 def self_test(config: RunConfig) -> dict[str, Any]:
     """Train the config twice in-process; PASS when the final weights are bit-identical."""
-    from noisefloor.checkpoints import compare_paths
-    from noisefloor.train.trainer import train
-
     with tempfile.TemporaryDirectory() as tmp:
         first = train(config, Path(tmp) / "first")
         second = train(config, Path(tmp) / "second")

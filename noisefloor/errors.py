@@ -5,6 +5,8 @@ so an OSError about a path the user named; every other exception is a bug
 and keeps its traceback.
 """
 
+import sys
+
 
 class UserError(Exception):
     """Bad input from the user: config, CSV, file, arguments.
@@ -16,6 +18,4 @@ class UserError(Exception):
 
 def notice(message: str) -> None:
     """One line on stderr about something the library did for the user (a cache rebuilt, a checkpoint skipped)."""
-    import sys
-
     print(f"noisefloor: {message}", file=sys.stderr)

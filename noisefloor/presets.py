@@ -1,13 +1,11 @@
 """Built-in run presets, so an installed noisefloor runs `demo`, `doctor` and
 `train --config tiny-cpu` without the repository's training/ folder.
 
-training/<name>.toml is the readable copy of each; a test keeps them equal.
+Plain data: `config.preset(name)` builds the RunConfig. training/<name>.toml
+is the readable copy of each; a test keeps them equal.
 """
 
 from __future__ import annotations
-
-from noisefloor.config import RunConfig, from_dict
-from noisefloor.errors import UserError
 
 PRESETS: dict[str, dict] = {
     "micro": {
@@ -35,8 +33,3 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-
-def preset(name: str) -> RunConfig:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r} (built in: {', '.join(PRESETS)})")
-    return from_dict(PRESETS[name], f"the built-in {name} preset")

@@ -21,6 +21,8 @@ Importing this module does not import torch; `init` and `train` do.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 _init_seed: int | None = None
@@ -35,10 +37,7 @@ def init(init_seed: int, deterministic: bool = True) -> None:
     If you torch.compile, call torch.use_deterministic_algorithms(True) yourself as well
     (it also sets the compiler's flag, at the cost of importing the compiler).
     """
-    # torch is imported here, not at the top, so `import noisefloor.seeding` stays cheap
-    import os
-    import sys
-
+    # torch (here and through train/) is imported here, not at the top, so `import noisefloor.seeding` stays cheap
     import torch
 
     from noisefloor.train import determinism
@@ -62,7 +61,7 @@ def train(train_seed: int | None) -> Any:
     shuffling, never leave data order to the global RNG."""
     if _init_seed is None:
         raise RuntimeError("call seeding.init(init_seed) before building the model, then seeding.train(train_seed)")
-    import torch
+    import torch  # as in init: `import noisefloor.seeding` stays cheap
 
     from noisefloor.train import determinism
 

@@ -20,7 +20,7 @@ def test_presets_load_and_json_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("name", ["micro", "tiny-cpu", "gpt2-small-163m"])
 def test_built_in_presets_equal_the_files_in_training(name):
-    from noisefloor.presets import preset
+    from noisefloor.config import preset
 
     assert preset(name) == config_module.load(REPO / "training" / f"{name}.toml")
     assert config_module.load(name) == preset(name)  # `--config tiny-cpu` works without the repository

@@ -71,7 +71,7 @@ def test_hard_kill_of_a_ddp_run_then_resume_is_bit_identical(ddp_run, tmp_path):
     proc.wait()
     assert not (run / "result.json").exists()
     time.sleep(1.0)
-    leftovers = subprocess.run(["pgrep", "-f", f"noisefloor.train.distributed {run}"], capture_output=True, text=True)
+    leftovers = subprocess.run(["pgrep", "-f", f"noisefloor.train.rank {run}"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "a rank outlived the killed run"
 
     resumed = subprocess.run([sys.executable, "-m", "noisefloor", "train", "--quiet", "--resume", str(run)],

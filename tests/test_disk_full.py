@@ -77,13 +77,13 @@ def test_sweep_on_a_full_disk_is_one_line_and_a_run_that_ran_out_is_marked_faile
     small_disk("40k")
     store = SweepStore(out)
     (run,) = store.load_plan().runs
-    result = execute_run(str(store.run_dir(run)), run.config.to_dict())
+    result = execute_run(str(store.run_dir(run)), run.config)
     assert result["status"] == "failed" and "No space left on device" in result["error"] and "Traceback" not in result["error"]
     code, stdout, err = run_cli(capsys, "status", out, "--json")
     assert code == 0 and json.loads(stdout)["runs"][0]["status"] == "failed"
     small_disk("8m")
     (store.run_dir(run) / "result.json").unlink()  # what --retry-failed does
-    assert execute_run(str(store.run_dir(run)), run.config.to_dict())["status"] == "done"
+    assert execute_run(str(store.run_dir(run)), run.config)["status"] == "done"
 
 
 def test_a_full_token_cache_folder_trains_on_the_tokens_in_memory(small_disk, capsys, monkeypatch, tmp_path):

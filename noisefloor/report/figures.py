@@ -7,20 +7,23 @@ canvas, so nothing depends on a display or a global backend.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
-from noisefloor.rundir import RunDir
+from noisefloor.rundir import SweepDir, json_lines
 from noisefloor.stats.classify import NOISE, SIGNAL, UNDECIDED, Analysis
 from noisefloor.stats.factorial import half_normal_scores, lenth_pse
 from noisefloor.stats.floors import TRAIN
 from noisefloor.stats.table import BASELINE
-from noisefloor.sweep.store import SweepStore
 
 LOSS_LABEL = "test loss (nats/token)"
 FLOOR_COLOURS = {TRAIN: "#4C72B0", "init": "#DD8452"}
@@ -36,9 +39,6 @@ DPI = 110
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -52,8 +52,6 @@ def _png(fig) -> bytes:
 
 def _bands(ax, x: float, centre: float, sd: float, kind: str) -> None:
     """Nested ±3/±2/±1 SD rectangles around `centre` in column x (darker = narrower)."""
-    from matplotlib.patches import Rectangle
-
     for sds, alpha in ((3, 0.15), (2, 0.15), (1, 0.2)):
         box = Rectangle((x - 0.4, centre - sds * sd), 0.8, 2 * sds * sd, color=FLOOR_COLOURS[kind], alpha=alpha, lw=0)
         ax.add_patch(box).set_zorder(0)
@@ -73,10 +71,6 @@ def _wrap(label: str, width: int = 13) -> str:
 
 def strip_plot(analysis: Analysis) -> bytes:
     """Test loss per run, per floor and intervention; each column shaded with the bands it is judged by."""
-    import seaborn as sns
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     columns, points, means = [], [], []
     for floor in analysis.floors:
         kind_name, setting = floor.name.split("@", 1)
@@ -163,8 +157,6 @@ def components_plot(analysis: Analysis) -> bytes | None:
     c = analysis.components
     if c is None or c.share_init is None:  # no variance, or a fit on subnormal losses whose total is NaN
         return None
-    import seaborn as sns
-
     data = pd.DataFrame(
         {
             "source": ["initialisation", "training loop"],
@@ -234,13 +226,14 @@ def read_curves(analysis: Analysis, sweep_dir: Path) -> tuple[list[Curve], list[
     curves, notes = [], []
     runs = analysis.results.runs
     for run, intervention in zip(runs["run"], runs["intervention"]):
-        path = RunDir(SweepStore(sweep_dir).runs_dir / run).metrics
+        path = SweepDir(sweep_dir).run(run).metrics
         if not path.is_file():
             continue
         steps, losses, val_steps, val_losses, bad = [], [], [], [], 0
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for _, line, record in json_lines(path.read_text(encoding="utf-8", errors="replace")):
             try:
-                record = json.loads(line)
+                if record is None:
+                    raise ValueError(line)
                 key = "loss" if "loss" in record else "val_loss"
                 step, value = int(record["step"]), float(record[key])
             except (ValueError, TypeError, KeyError):
@@ -286,8 +279,6 @@ def curves_plot(curves: list[Curve]) -> bytes | None:
     """Training loss (rolling mean) over steps for every run; right panel zooms on the last quarter."""
     if not curves:
         return None
-    import seaborn as sns
-
     names = list(dict.fromkeys(c.intervention for c in curves))
     palette = dict(zip([n for n in names if n != BASELINE], sns.color_palette("tab10", 10) * 10))
     palette[BASELINE] = (0.1, 0.1, 0.1)
@@ -321,7 +312,6 @@ def curves_plot(curves: list[Curve]) -> bytes | None:
         ax.set_ylabel("loss (nats/token)")
         ax.set_title(f"{title}\n({smoothing}; dots: validation loss)", fontsize=10)
         ax.grid(alpha=0.3)
-    from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=palette[n], ls=dashes[n], lw=2, label=f"{n} (off scale)" if n in off_scale else n)
                for n in names]

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from noisefloor.rundir import RunDir
-
-
-def last_training_line(metrics: Path) -> dict[str, Any] | None:
-    """The newest training line of a metrics.jsonl, reading only its tail."""
-    try:
-        with open(metrics, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 8192))
-            lines = handle.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # a torn or damaged line (bad JSON, a huge number, deep nesting)
-            continue
-        if isinstance(record, dict) and all(isinstance(record.get(k), (int, float)) for k in ("step", "loss")) \
-                and isinstance(record.get("tokens_per_s", 0), (int, float)):
-            return record
-    return None
+from noisefloor.rundir import RunDir, last_training_line
 
 
 class SweepView:
@@ -51,7 +29,7 @@ class SweepView:
         return self
 
     def _start(self) -> None:
-        from rich.live import Live
+        from rich.live import Live  # rich: a --quiet sweep never loads it
 
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
@@ -96,7 +74,7 @@ class SweepView:
         return f"eta {int(seconds // 60)}:{int(seconds % 60):02d}"
 
     def _render(self):
-        from rich.table import Table
+        from rich.table import Table  # as in _start
 
         counts = {s: sum(1 for v in self.status.values() if v == s) for s in ("done", "running", "queued", "failed", "diverged")}
         title = (f"{self.total} runs: {counts['done']} done, {counts['running']} running, {counts['queued']} queued, "

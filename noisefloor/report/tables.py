@@ -330,6 +330,7 @@ def _css(cell: str) -> str:
 
 def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None) -> None:
     """Print the tables (all, or those whose key is in `keys`) and notes to a rich console."""
+    # rich: only for terminal output; --json, csv and markdown never load it
     from rich.markup import escape
     from rich.panel import Panel
 
@@ -362,7 +363,7 @@ def _plain_table(table: Table) -> str:
 
 
 def _rich_table(table: Table):
-    from rich import box
+    from rich import box  # rich: as in render_rich
     from rich.table import Table as RichTable
 
     rich_table = RichTable(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
@@ -374,7 +375,7 @@ def _rich_table(table: Table):
 
 
 def _styled(cell: str) -> str:
-    from rich.markup import escape
+    from rich.markup import escape  # rich: as in render_rich
 
     style = {"better": "bold green", "worse": "bold red", "undecided": "yellow", "failure": "bold red"}.get(_css(cell))
     return f"[{style}]{escape(cell)}[/]" if style else escape(cell)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from noisefloor.errors import UserError
+from noisefloor.rundir import SweepDir
 
 BASELINE = "baseline"
 REQUIRED = ("intervention", "init_seed", "train_seed", "test_loss")
@@ -94,9 +95,9 @@ def resolve_csv(path: str | Path) -> Path:
     """A sweep directory means its results.csv; a file is taken as it is."""
     path = Path(path)
     if path.is_dir():
-        csv_path = path / "results.csv"
+        csv_path = SweepDir(path).results
         if not csv_path.is_file():
-            raise UserError(f"{path}: directory has no results.csv; pass the CSV file or a sweep directory")
+            raise UserError(f"{path}: directory has no {csv_path.name}; pass the CSV file or a sweep directory")
         return csv_path
     if not path.exists():
         raise UserError(f"{path}: no such file or directory; pass a results CSV or a sweep directory")

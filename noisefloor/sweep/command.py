@@ -21,8 +21,6 @@ Torch-free: a command sweep never imports torch in the runner or its workers.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import subprocess
@@ -95,30 +93,15 @@ def _finish(run: RunDir, spec: CommandRun, outcome: dict[str, Any], seconds: flo
     return result
 
 
-def _reported(run: RunDir) -> tuple[dict[str, Any] | None, str | None]:
-    """(the program's result.json, None) or (None, what is wrong with it)."""
-    try:
-        reported = json.loads(run.result.read_text())
-    except FileNotFoundError:
-        return None, f"wrote no {run.result.name} (it must hold a test_loss)"
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, f"{run.result.name} is not valid JSON ({exc})"
-    loss = reported.get("test_loss") if isinstance(reported, dict) else None
-    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
-        return None, f"{run.result.name} has no finite test_loss (got {loss!r})"
-    return reported, None
-
-
-def execute_command(run_dir: str, config: dict[str, Any], time_limit_s: float | None) -> dict[str, Any]:
+def execute_command(run_dir: str, spec: CommandRun, time_limit_s: float | None) -> dict[str, Any]:
     """Run the user's command for one planned run; always returns (and writes) a result with a status."""
-    spec = CommandRun(**config["command"])
     run = RunDir(Path(run_dir).resolve())
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
         finished = run.read_result() if run.result.exists() else None
         if finished is not None and finished.get("status") == "done":
             return finished
-        atomic.write_json(run.config, spec.to_dict())
+        run.write_config(spec.to_dict())
         for stale in (run.result, run.manifest):  # a rerun reports afresh
             stale.unlink(missing_ok=True)
         log = run.path / OUTPUT_LOG
@@ -139,7 +122,7 @@ def execute_command(run_dir: str, config: dict[str, Any], time_limit_s: float | 
             error = f"exited with code {code}" if code > 0 else f"killed by signal {-code}"
         reported = None
         if error is None:
-            reported, error = _reported(run)
+            reported, error = run.read_reported_result()
         tail = _tail(log, TAIL_LINES)
         try:
             if error is None:
@@ -154,7 +137,7 @@ def execute_command(run_dir: str, config: dict[str, Any], time_limit_s: float | 
             result = {"status": "failed", "error": f"command's weights: {exc}", "test_loss": None, "seconds": seconds,
                       "init_digest": None, "final_digest": None}
         result.update(command=spec.command(str(run.path)), output_log=str(log), output_tail=tail)
-        atomic.write_json(run.result, result)
+        run.write_result(result)
         return result
 
 

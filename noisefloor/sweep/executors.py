@@ -13,42 +13,42 @@ interrupted run resumes from its last checkpoint on the next invocation.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import signal
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable
 
-from noisefloor import atomic
+from noisefloor.config import RunConfig
 from noisefloor.processes import die_with_parent
-from noisefloor.rundir import RunDir
+from noisefloor.rundir import RunDir, RunLocked
+from noisefloor.sweep import slurm
+from noisefloor.sweep.command import execute_command
+from noisefloor.sweep.spec import CommandRun
 
-# (run id, run directory, resolved config as a dict)
-Task = tuple[str, str, dict[str, Any]]
+# (run id, run directory, resolved config: it crosses into the worker process as itself)
+Task = tuple[str, str, RunConfig | CommandRun]
 # called as on_event({"event": "started"|"finished", "run": id, "result": {...}})
 Observer = Callable[[dict[str, Any]], None]
 
 
-def execute_run(run_dir: str, config: dict[str, Any], time_limit_s: float | None = None) -> dict[str, Any]:
+def execute_run(run_dir: str, config: RunConfig | CommandRun, time_limit_s: float | None = None) -> dict[str, Any]:
     """Train, resume or return one run (or run a user's command, stopped after `time_limit_s`).
     A run's own failure becomes a `failed` result.json, not an exception."""
-    from noisefloor.rundir import RunLocked
-
     run = RunDir(Path(run_dir))
     try:
-        if "command" in config:  # a user's program: no torch in this process
-            from noisefloor.sweep.command import execute_command
-
+        if isinstance(config, CommandRun):
             return execute_command(run_dir, config, time_limit_s)
-        from noisefloor.config import from_dict
-        from noisefloor.train import trainer
+        from noisefloor.train import trainer  # torch: a sweep of user commands never imports it
 
         if run.config.exists():
             return trainer.resume(run.path)
-        return trainer.train(from_dict(config, "sweep.json"), run.path)
+        return trainer.train(config, run.path)
     except KeyboardInterrupt:
         raise
     except RunLocked as exc:  # another process trains it: its result is that process's to write
@@ -63,7 +63,7 @@ def failed_result(run_dir: str, message: str, **details: Any) -> dict[str, Any]:
     run = RunDir(Path(run_dir))
     try:
         run.path.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(run.result, result)
+        run.write_result(result)
     except OSError as exc:  # disk full or read-only: the runner still hears of the failure; the run stays resumable
         result["error"] = f"{message} (and {exc.filename}: {exc.strerror}, so no result.json was written)"
     return result
@@ -92,8 +92,8 @@ class _Worker:
     task: Task | None = None
 
 
-def _world_size(config: dict[str, Any]) -> int:
-    return config["train"]["world_size"] if "train" in config else 1  # a user's command is one process to us
+def _world_size(config: RunConfig | CommandRun) -> int:
+    return config.train.world_size if isinstance(config, RunConfig) else 1  # a user's command is one process to us
 
 
 class LocalExecutor:
@@ -111,8 +111,6 @@ class LocalExecutor:
         self.envs = [{**thread_env, **({"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else {})} for i in range(self.jobs)]
 
     def _start(self, env: dict[str, str]) -> _Worker:
-        import multiprocessing
-
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         process = context.Process(target=_worker_main, args=(child, env, self.time_limit_s), daemon=True)
@@ -130,8 +128,6 @@ class LocalExecutor:
             observer({"event": "finished", "run": run_id, "result": execute_run(run_dir, config)})
 
     def _run_pool(self, tasks: list[Task], observer: Observer, tick: Callable[[], None]) -> None:
-        from multiprocessing.connection import wait
-
         pending = deque(tasks)
         workers = [self._start(env) for env in self.envs[: max(1, min(self.jobs, len(tasks)))]]
         try:
@@ -200,8 +196,6 @@ def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes:
     `--retry-failed` resumes it. The same signal far from the limit is a preemption
     (PreemptParameters=send_user_signal): submitit's handler requeues the job, which resumes the run.
     """
-    from noisefloor.sweep import slurm
-
     job_id = "_".join(filter(None, (os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID"))))
     job_id = job_id or os.environ.get("SLURM_JOB_ID", "")
     if job_id:
@@ -286,9 +280,7 @@ class SlurmExecutor:
         return parameters
 
     def _submit(self, tasks: list[Task]) -> dict[str, Any]:
-        import submitit
-
-        from noisefloor.sweep import slurm
+        import submitit  # only for a Slurm sweep: local sweeps and the other commands never load it
 
         executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
         executor.update_parameters(**self._parameters())
@@ -300,9 +292,7 @@ class SlurmExecutor:
         return {t[0]: job for t, job in zip(tasks, jobs)}
 
     def run(self, tasks: list[Task], observer: Observer, tick: Callable[[], None] = lambda: None) -> None:
-        import submitit
-
-        from noisefloor.sweep import slurm
+        import submitit  # only for a Slurm sweep: local sweeps and the other commands never load it
 
         on_slurm = self.cluster != "local"
         jobs = {t[0]: submitit.SlurmJob(self.folder / "%j", self.attach[t[0]]) for t in tasks if t[0] in self.attach}
@@ -363,8 +353,6 @@ class SlurmExecutor:
     def _ended_without_result(self, job: Any, state: Any, run_dir: str) -> dict[str, Any]:
         """A job Slurm ended before the run could answer: a time limit fails the run; anything else
         (cancelled, killed, preempted, node failure) leaves it to resume from its last checkpoint next time."""
-        from noisefloor.sweep import slurm
-
         stored = RunDir(Path(run_dir)).read_result()
         if stored is not None:
             return stored

@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterator
 
 from noisefloor import atomic
 from noisefloor.errors import UserError
+from noisefloor.rundir import RunDir
+from noisefloor.sweep import slurm
 from noisefloor.sweep.executors import LocalExecutor, SlurmExecutor
 from noisefloor.sweep.spec import CommandRun, Plan
 from noisefloor.sweep.store import RunRecord, SweepStore
@@ -50,6 +52,7 @@ def _validate_data(plan: Plan) -> None:
     runs = _trainer_runs(plan.runs)
     if not runs:
         return
+    # torch: a sweep of user commands only never imports it
     from noisefloor.train.data import prepare_data
     from noisefloor.train.trainer import require_memory, uses_cuda
 
@@ -78,7 +81,7 @@ def default_jobs(plan: Plan) -> tuple[int, list[str] | None]:
     A user's command runs one at a time: it may use every core or the GPU itself."""
     if not _trainer_runs(plan.runs):
         return 1, None
-    import torch
+    import torch  # only to count GPUs, once the plan holds runs of noisefloor's trainer
 
     wants_gpu = any(r.config.train.device in ("auto", "cuda") for r in _trainer_runs(plan.runs))
     if wants_gpu and torch.cuda.is_available():
@@ -127,13 +130,11 @@ def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: 
             running.append(record.planned.run_id)
         elif record.status == "missing" or (record.status == "failed" and options.retry_failed):
             if record.status == "failed":  # retried from its last checkpoint
-                (store.run_dir(record.planned) / "result.json").unlink(missing_ok=True)
+                RunDir(store.run_dir(record.planned)).result.unlink(missing_ok=True)
             todo.append(record.planned)
 
     attach: dict[str, str] = {}  # slurm: an unfinished run whose job is still queued or running is waited for, not resubmitted
     if options.executor == "slurm":
-        from noisefloor.sweep import slurm
-
         slurm_jobs = slurm.SweepJobs(slurm.jobs_folder(store.path)).states()
         attach = {r.planned.run_id: slurm_jobs[r.planned.run_id].job_id for r in records
                   if r.status in ("running", "missing") and r.planned.run_id in slurm_jobs and slurm_jobs[r.planned.run_id].active}
@@ -142,7 +143,7 @@ def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: 
 
     observer({"event": "plan", "plan": merged, "records": records, "todo": [r.run_id for r in todo]})
     if todo:
-        tasks = [(r.run_id, str(store.run_dir(r)), r.config.to_dict()) for r in todo]
+        tasks = [(r.run_id, str(store.run_dir(r)), r.config) for r in todo]
         threads = _threads(todo)
         if options.executor == "slurm":
             executor = SlurmExecutor(slurm.jobs_folder(store.path), options.partition, options.gpus_per_run,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from noisefloor import config as config_module
-from noisefloor.config import RunConfig, parse_problem, read_config_bytes
+from noisefloor.config import RunConfig, parse_problem, read_config_bytes, seed_list
 from noisefloor.errors import UserError
 from noisefloor.presets import PRESETS
 from noisefloor.sweep.interventions import BASELINE, Registry, parse_overrides
@@ -118,16 +118,6 @@ class Plan:
             self.runs.append(run)
 
 
-def _seed_list(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list) or not value:
-        raise UserError(f"{where} must be a non-empty list of integers")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        raise UserError(f"{where} must hold integers only, got {value!r}")
-    if len(set(value)) != len(value):
-        raise UserError(f"{where} lists a seed twice: {value!r}")
-    return value
-
-
 def expand(base: RunConfig, registry: Registry, interventions: list[str], init_seeds: list[int],
            train_seeds: list[int] | None, plan: Plan) -> None:
     """Add every (intervention, init seed, train seed) run to the plan."""
@@ -137,7 +127,7 @@ def expand(base: RunConfig, registry: Registry, interventions: list[str], init_s
     for name in interventions:
         for init_seed in init_seeds:
             for train_seed in train_seeds or [None]:
-                seeded = configs[name].replace(train={"init_seed": init_seed, "train_seed": train_seed})
+                seeded = configs[name].with_seeds(init_seed, train_seed)
                 plan.add(PlannedRun(name, init_seed, train_seed, seeded))
 
 
@@ -232,8 +222,8 @@ def from_file(path: str | Path) -> Plan:
         names = experiment.get("interventions", [BASELINE])
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise UserError(f"{where}: 'interventions' must be a non-empty list of names")
-        init_seeds = _seed_list(experiment.get("init_seeds"), f"{where}: init_seeds")
-        train_seeds = _seed_list(experiment["train_seeds"], f"{where}: train_seeds") if "train_seeds" in experiment else None
+        init_seeds = seed_list(experiment.get("init_seeds"), f"{where}: init_seeds")
+        train_seeds = seed_list(experiment["train_seeds"], f"{where}: train_seeds") if "train_seeds" in experiment else None
         try:
             expand(base, registry, names, init_seeds, train_seeds, plan)
         except UserError as exc:

@@ -1,11 +1,4 @@
-"""A sweep (study) folder: the plan, the run directories, and `results.csv`.
-
-    SWEEP/
-      noisefloor.toml optional study file (sweep/study.py)
-      sweep.json      every planned run: id, intervention, seeds, resolved config (or a user's command)
-      results.csv     one row per planned run, rewritten atomically after each run
-      runs/<run>/     the run directories (noisefloor's trainer, or a user's command: sweep/command.py)
-      logs/           slurm logs (slurm executor)
+"""A sweep (study) folder: the plan, the run directories, and `results.csv` (layout: rundir.py).
 
 Commands add to a sweep folder: a `reseed` into the folder of an earlier
 `sweep` adds its runs to the same plan, and a run both ask for is trained
@@ -24,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from noisefloor import atomic
+from noisefloor.checkpoints import file_digest
 from noisefloor.errors import UserError
-from noisefloor.rundir import RunDir, is_locked, read_run_text
+from noisefloor.rundir import RunDir, SweepDir, is_locked, read_run_text
 from noisefloor.sweep.interventions import BASELINE
 from noisefloor.sweep.spec import CommandRun, Plan, PlannedRun, config_from_dict
 
@@ -48,9 +42,10 @@ class RunRecord:
 class SweepStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.plan_file = self.path / "sweep.json"
-        self.results_file = self.path / "results.csv"
-        self.runs_dir = self.path / "runs"
+        folder = SweepDir(self.path)
+        self.plan_file = folder.plan
+        self.results_file = folder.results
+        self.runs_dir = folder.runs
 
     # ------------------------------------------------------------ plan
 
@@ -59,7 +54,7 @@ class SweepStore:
 
     def load_plan(self) -> Plan:
         if not self.exists():
-            raise UserError(f"{self.path} is not a sweep folder (no sweep.json); start one with noisefloor sweep")
+            raise UserError(f"{self.path} is not a sweep folder (no {self.plan_file.name}); start one with noisefloor sweep")
         try:
             raw = json.loads(read_run_text(self.plan_file))
             runs = [PlannedRun(r["intervention"], r["init_seed"], r["train_seed"], config_from_dict(r["config"], str(self.plan_file)))
@@ -111,7 +106,7 @@ class SweepStore:
         if result is not None:
             if result["status"] == "done" and not finished_run_is_valid(run_dir, run, result):
                 return RunRecord(run, "failed", {**result, "status": "failed",
-                                                 "error": "result.json does not match the run's files"}, *init)
+                                                 "error": f"{run_dir.result.name} does not match the run's files"}, *init)
             return RunRecord(run, result["status"], result, *init)
         if run_dir.path.is_dir() and is_locked(run_dir.path):
             return RunRecord(run, "running", None, *init)
@@ -154,8 +149,6 @@ def _checked_manifest(run_dir: RunDir) -> dict[str, Any]:
 def finished_run_is_valid(run_dir: RunDir, run: PlannedRun, result: dict[str, Any]) -> bool:
     """A `done` result counts only if its config is the planned one and its weights match its digest
     (a user's command need not save weights; when it did, they must match)."""
-    from noisefloor.checkpoints import file_digest
-
     config = _read_json(run_dir.config)
     if config is None or config != run.config.to_dict():
         return False

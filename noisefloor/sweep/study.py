@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 from noisefloor import atomic
 from noisefloor import config as config_module
-from noisefloor.config import RunConfig, TrainConfig, parse_problem, read_config_bytes
+from noisefloor.config import RunConfig, TrainConfig, parse_problem, read_config_bytes, seed_list
 from noisefloor.errors import UserError
 from noisefloor.presets import PRESETS
 from noisefloor.sweep.interventions import Overrides, Registry, parse_overrides
@@ -108,17 +108,6 @@ def write_template(folder: str | Path, config: str = DEFAULT_PRESET) -> Path:
     return target
 
 
-def _seeds(value: Any, where: str) -> list[int]:
-    from noisefloor.config import MAX_SEED
-
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value)):
-        raise UserError(f"{where} must be a non-empty list of seeds (integers 0..2**63-1), e.g. [42, 22, 67]")
-    if len(set(value)) != len(value):
-        raise UserError(f"{where} lists a seed twice: {value!r}")
-    return value
-
-
 def _strings(value: Any, where: str, example: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UserError(f"{where} must be a list of strings, e.g. {example}")
@@ -158,9 +147,9 @@ def load_study(folder: str | Path) -> Study | None:
             raise UserError(f"{path} [study]: jobs must be a whole number >= 1, e.g. jobs = 2")
         study.jobs = table["jobs"]
     if "init_seeds" in table:
-        study.init_seeds = _seeds(table["init_seeds"], f"{path} [study] init_seeds")
+        study.init_seeds = seed_list(table["init_seeds"], f"{path} [study] init_seeds")
     if "train_seeds" in table:
-        study.train_seeds = _seeds(table["train_seeds"], f"{path} [study] train_seeds")
+        study.train_seeds = seed_list(table["train_seeds"], f"{path} [study] train_seeds")
     defined = raw.get("interventions", {})
     if not isinstance(defined, Mapping):
         raise UserError(f"{path}: [interventions] must be a table of NAME = overrides or NAME = \"--arguments\"")

@@ -34,9 +34,12 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from noisefloor import atomic
+from noisefloor.checkpoints import open_safetensors
 from noisefloor.errors import UserError, notice
+from noisefloor.train.determinism import derive_seed
 from noisefloor.train.tokenizer import END_OF_TEXT, get_tokenizer, tokenizer_id
 
 if TYPE_CHECKING:
@@ -64,7 +67,7 @@ def cache_dir() -> Path:
 
 
 def builtin_documents() -> list[str]:
-    import pydoc_data.topics
+    import pydoc_data.topics  # the builtin corpus's 1 MB of text: loaded only when it is the data
 
     topics = pydoc_data.topics.topics
     return [topics[key] for key in sorted(topics)]
@@ -156,8 +159,6 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_token_safetensors(path: Path) -> np.ndarray:
-    from noisefloor.checkpoints import open_safetensors
-
     with open_safetensors(path) as st:
         info = st.tensors.get("tokens")
         if info is None:
@@ -440,10 +441,6 @@ class ShuffledStream:
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
-            import torch
-
-            from noisefloor.train.determinism import derive_seed
-
             generator = torch.Generator().manual_seed(derive_seed(self.data_seed, "epoch", epoch))
             self._order = torch.randperm(len(self.windows), generator=generator).numpy()
             self._epoch = epoch

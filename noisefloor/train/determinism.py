@@ -15,6 +15,7 @@ import hashlib
 import os
 import platform
 import random
+import subprocess
 import sys
 from importlib import metadata
 from typing import Any
@@ -158,8 +159,6 @@ def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
 
 def _cuda_driver() -> str | None:
     try:
-        import subprocess
-
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None

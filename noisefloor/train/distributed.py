@@ -1,4 +1,4 @@
-"""Data-parallel runs (DDP): the ranks' side and the launcher.
+"""Data-parallel runs (DDP): what each rank does beside a single process (launch.py starts the ranks).
 
 A run with `train.world_size = N > 1` is trained by N processes started by
 torchrun (`python -m torch.distributed.run --standalone`), one per GPU with
@@ -25,16 +25,13 @@ fingerprint records those variables.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from noisefloor.errors import UserError
 
@@ -64,15 +61,11 @@ def backend(device: str) -> str:
 
 
 def describe() -> dict[str, Any]:
-    import torch.distributed as dist
-
     return {"backend": dist.get_backend(), "bucket_cap_mb": BUCKET_CAP_MB,
             "nccl": {k: v for k, v in os.environ.items() if k.startswith("NCCL_")}}
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=BUCKET_CAP_MB)
 
@@ -83,16 +76,12 @@ def maybe_no_sync(model: torch.nn.Module, skip_sync: bool):
 
 def barrier(ranks: Ranks) -> None:
     if ranks.distributed:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
 def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     if not ranks.distributed:
         return value
-    import torch.distributed as dist
-
     total = value.clone()
     dist.all_reduce(total)
     return total / ranks.world
@@ -105,8 +94,6 @@ def rng_of_all_ranks(values: dict, tensors: dict[str, torch.Tensor], ranks: Rank
     """A single process keeps its format; ranks gather theirs to rank 0 as a list and `rank<r>.`-prefixed tensors."""
     if not ranks.distributed:
         return values, tensors
-    import torch.distributed as dist
-
     gathered: list = [None] * ranks.world
     dist.all_gather_object(gathered, (values, {k: v.cpu() for k, v in tensors.items()}))
     all_values = [v for v, _ in gathered]
@@ -123,84 +110,3 @@ def rng_of_rank(values: Any, tensors: dict[str, torch.Tensor], ranks: Ranks) -> 
         raise UserError(f"the checkpoint was written by {len(values)} ranks; resume it with world_size = {len(values)}")
     prefix = f"rank{ranks.rank}."
     return values[ranks.rank], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-# ---------------------------------------------------------------- launcher (parent side)
-
-
-def launch(run_dir: Path, config, progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """Train or resume `run_dir` with torchrun; report progress from its metrics; return its result.json."""
-    from noisefloor.processes import die_with_parent
-    from noisefloor.rundir import RunDir
-
-    run = RunDir(run_dir)
-    t = config.train
-    env = {**os.environ, "OMP_NUM_THREADS": str(t.threads), "MKL_NUM_THREADS": str(t.threads)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={t.world_size}",
-               "-m", "noisefloor.train.distributed", str(run.path)]
-    log = run.path / "ranks.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True, preexec_fn=die_with_parent)
-        try:
-            _follow(process, run, t.steps, progress or (lambda event: None))
-        except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)  # every rank: the run resumes from its last checkpoint
-            process.wait()
-            raise
-    if process.returncode != 0:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        user = [line for line in lines if "noisefloor: error:" in line]
-        if user:
-            raise UserError(user[-1].split("noisefloor: error:", 1)[1].strip())
-        raise RuntimeError(f"torchrun exited with {process.returncode}; see {log}: {lines[-1] if lines else ''}")
-    result = run.read_result()
-    if result is None:
-        raise RuntimeError(f"the ranks exited without writing {run.result}; see {log}")
-    return result
-
-
-def _follow(process: subprocess.Popen, run, steps: int, progress) -> None:
-    from noisefloor.report.live import last_training_line
-
-    progress({"event": "start", "step": 0, "steps": steps, "run": str(run.path)})
-    seen = 0
-    while process.poll() is None:
-        time.sleep(0.5)
-        line = last_training_line(run.metrics)
-        if line and line["step"] != seen:
-            seen = line["step"]
-            progress({"event": "step", "steps": steps, **line})
-
-
-# ---------------------------------------------------------------- one rank (torchrun's child)
-
-
-def main(argv: list[str]) -> int:
-    import torch.distributed as dist
-
-    from noisefloor.processes import die_with_parent
-    from noisefloor.rundir import RunDir
-    from noisefloor.train.trainer import Trainer
-
-    die_with_parent()
-    run = RunDir(Path(argv[0]))
-    ranks = ranks_from_env()
-    config = run.read_config()
-    if ranks.world != config.train.world_size:
-        print(f"noisefloor: error: {run.path} asks for world_size {config.train.world_size}, torchrun started "
-              f"{ranks.world} processes", file=sys.stderr)
-        return 2
-    dist.init_process_group(backend(config.train.device))
-    try:
-        Trainer(config, run.path, ranks=ranks).run_training(resume=True)
-    except UserError as exc:
-        print(f"noisefloor: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noisefloor.train.data import Windows
-
-if TYPE_CHECKING:
-    from noisefloor.config import RunConfig
+from noisefloor import config as config_module
+from noisefloor.config import RunConfig
+from noisefloor.errors import UserError
+from noisefloor.rundir import RunDir
+from noisefloor.train import determinism
+from noisefloor.train.data import Windows, prepare_data
+from noisefloor.train.devices import resolve_device
+from noisefloor.train.model import attention_backends, book_state, build_model, load_state, place_on
+from noisefloor.train.state import WEIGHT_DTYPES, load_tensors, save_tensors
 
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 
@@ -21,8 +25,6 @@ AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 @contextmanager
 def autocast(device: torch.device, precision: str):
     """The run's precision and, on CUDA, its pinned attention kernels, around a forward pass."""
-    from noisefloor.train.model import attention_backends
-
     dtype = AUTOCAST_DTYPES.get(precision)
     with attention_backends(device), (torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()):
         yield
@@ -60,10 +62,6 @@ def split_loss(model: torch.nn.Module, windows: Windows, batch_size: int, device
 def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Path]:
     """A run directory (its config and final weights) or a .safetensors file (with --config,
     or the config.json of the run directory it sits in)."""
-    from noisefloor import config as config_module
-    from noisefloor.errors import UserError
-    from noisefloor.rundir import RunDir
-
     path = Path(target)
     if path.is_dir():
         weights = RunDir(path).final_weights
@@ -82,9 +80,6 @@ def resolve_weights(target: str, config_path: str | None) -> tuple[RunConfig, Pa
 
 
 def load_model(config: RunConfig, weights: Path, device: torch.device) -> torch.nn.Module:
-    from noisefloor.train.model import build_model, load_state, place_on
-    from noisefloor.train.state import WEIGHT_DTYPES, load_tensors
-
     tensors = load_tensors(weights, WEIGHT_DTYPES)  # refused before a model is built for it
     model = build_model(config.model, config.train.init_seed)
     load_state(model, tensors, str(weights))
@@ -93,10 +88,6 @@ def load_model(config: RunConfig, weights: Path, device: torch.device) -> torch.
 
 def evaluate(target: str, config_path: str | None = None, split: str = "test") -> dict:
     """The loss of saved weights on the fixed split, exactly as the trainer computes it."""
-    from noisefloor.train import determinism
-    from noisefloor.train.data import prepare_data
-    from noisefloor.train.trainer import resolve_device
-
     config, weights = resolve_weights(target, config_path)
     determinism.enable_deterministic_mode(config.train.threads)
     device = resolve_device(config.train.device)
@@ -114,10 +105,6 @@ EXPORT_FORMATS = ("book",)
 def export(target: str, to: str, out: str | None = None, config_path: str | None = None) -> Path:
     """Write saved weights in another program's layout; 'book': the state dict of the book's GPTModel
     (masks included), which `load_state_dict(..., strict=True)` accepts. Returns the file written."""
-    from noisefloor.errors import UserError
-    from noisefloor.train.model import book_state, build_model, load_state
-    from noisefloor.train.state import load_tensors, save_tensors
-
     if to not in EXPORT_FORMATS:
         raise UserError(f"--to {to}: unknown format (formats: {', '.join(EXPORT_FORMATS)})")
     config, weights = resolve_weights(target, config_path)

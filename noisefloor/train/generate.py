@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from noisefloor.train.devices import resolve_device
 from noisefloor.train.evaluate import autocast, load_model, resolve_weights
 from noisefloor.train.tokenizer import get_tokenizer
 
@@ -12,8 +13,6 @@ from noisefloor.train.tokenizer import get_tokenizer
 def continue_text(target: str, prompt: str, max_new_tokens: int = 40, temperature: float = 0.0,
                   top_k: int | None = None, seed: int = 0, config_path: str | None = None) -> str:
     """`temperature` 0 means greedy; otherwise sample from a generator seeded with `seed`."""
-    from noisefloor.train.trainer import resolve_device
-
     config, weights = resolve_weights(target, config_path)
     device = resolve_device(config.train.device)
     model = load_model(config, weights, device)

@@ -11,9 +11,12 @@ for the book's own `GPTModel`.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from noisefloor.checkpoints import show_name
 from noisefloor.config import ModelConfig
@@ -29,12 +32,8 @@ CUDA_ATTENTION_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
 def attention_backends(device: torch.device):
     """Context pinning the SDPA backends (CUDA); a no-op elsewhere."""
-    from contextlib import nullcontext
-
     if device.type != "cuda":
         return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     return sdpa_kernel([getattr(SDPBackend, name) for name in CUDA_ATTENTION_BACKENDS], set_priority=True)
 
 

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from noisefloor import atomic
+from noisefloor.checkpoints import open_safetensors, show_name
 from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError
 
@@ -58,8 +59,6 @@ WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")  # what a model's floating-point p
 def load_tensors(path: Path, dtypes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """Validate the header (torch-free) before letting safetensors read the file; with `dtypes`, refuse any
     other tensor dtype (never cast integers, booleans, complex or 8-bit floats into weights)."""
-    from noisefloor.checkpoints import open_safetensors, show_name
-
     with open_safetensors(path) as st:
         for name, info in st.tensors.items():
             if dtypes is not None and info.dtype not in dtypes and not name.endswith(".att.mask"):
@@ -152,8 +151,6 @@ class CorruptCheckpoint(UserError):
 
 def read_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """Model tensors, state tensors and state JSON, each checked against `digest.json` before it is trusted."""
-    from noisefloor.checkpoints import open_safetensors
-
     state_path, digest_path = folder / "state.safetensors", folder / DIGEST_FILE
     try:
         with open_safetensors(state_path) as st:

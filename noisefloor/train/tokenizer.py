@@ -21,7 +21,7 @@ END_OF_TEXT = "<|endoftext|>"
 
 @functools.lru_cache(maxsize=1)
 def _base_encoding():
-    import tiktoken
+    import tiktoken  # only when text is tokenised: a run on a cached or token-file corpus never loads it
 
     try:
         return tiktoken.get_encoding(ENCODING_NAME)
@@ -39,7 +39,7 @@ def get_tokenizer(vocab_size: int = GPT2_VOCAB_SIZE):
     base = _base_encoding()
     if vocab_size == base.n_vocab:
         return base
-    import tiktoken
+    import tiktoken  # as in _base_encoding
 
     kept = vocab_size - 1
     ranks = {token: rank for token, rank in base._mergeable_ranks.items() if rank < kept}

@@ -1,20 +1,11 @@
-"""The deterministic trainer and its run directory.
+"""The deterministic trainer: one run, in this process or as one rank of a DDP run.
 
-Run directory:
-    config.json        the fully resolved config (seeds included)
-    manifest.json      run id, seeds, data seed, corpus, environment fingerprint
-    init.safetensors   the step-0 weights
-    model.safetensors  the final weights (only when the run finished)
-    metrics.jsonl      one line per step; validation lines {"step", "val_loss"}
-    digests.jsonl      parameter digests every `digest_interval` steps (for `diverge`)
-    result.json        written last: status, losses, digests, speed, memory
-    checkpoints/       resumable full state (see state.py)
+What it writes into the run folder is described in rundir.py.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import resource
@@ -26,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from noisefloor import __version__, atomic
-from noisefloor.config import RunConfig
+from noisefloor.config import RunConfig, minimum_training_bytes
 from noisefloor.digest import TensorDigest
 from noisefloor.errors import UserError, notice
-from noisefloor.rundir import TRAINER_DONE_FIELDS, RunDir, exclusive
-from noisefloor.train import determinism, distributed, state
+from noisefloor.rundir import TRAINER_DONE_FIELDS, RunDir, exclusive, write_line
+from noisefloor.train import determinism, distributed, launch, state
 from noisefloor.train.data import Data, ShuffledStream, prepare_data
+from noisefloor.train.devices import require_device, resolve_device, uses_cuda
 from noisefloor.train.distributed import SINGLE, Ranks
 from noisefloor.train.evaluate import autocast, logits_for_loss, split_loss
 from noisefloor.train.model import CUDA_ATTENTION_BACKENDS, GPTModel, build_model, export_state, load_state, place_on
@@ -39,28 +31,7 @@ from noisefloor.train.model import CUDA_ATTENTION_BACKENDS, GPTModel, build_mode
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
-def _rewrite_lines_up_to(path: Path, last_step: int) -> None:
-    """Keep the JSON lines of steps <= last_step (drops a torn last line too)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("step", math.inf) <= last_step:
-            kept.append(line)
-    atomic.write_text(path, "".join(f"{line}\n" for line in kept))
-
-
 # ---------------------------------------------------------------- helpers
-
-
-def require_device(name: str) -> None:
-    """Refuse a device this machine lacks, without touching (and so initialising) CUDA."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("[train] device is 'cuda' but no CUDA device is available; use device = 'auto' or 'cpu'")
 
 
 def require_compiler(config: RunConfig) -> None:
@@ -69,10 +40,6 @@ def require_compiler(config: RunConfig) -> None:
     if config.train.compile and config.train.device != "cuda" and os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
         raise UserError("[train] compile = true cannot build CPU kernels with ATEN_CPU_CAPABILITY=default "
                         "(a torch.compile limitation); unset ATEN_CPU_CAPABILITY or set train.compile = false")
-
-
-def uses_cuda(config: RunConfig) -> bool:
-    return config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available())
 
 
 def machine_memory_bytes(config: RunConfig) -> tuple[int, str]:
@@ -95,8 +62,6 @@ def require_memory(config: RunConfig) -> None:
     A CUDA run is checked only in the process that trains it: a sweep runner, or the launcher of a torchrun
     (DDP) run, that asked the GPU would hold a CUDA context on it for nothing. Sweep workers check their own
     runs; DDP runs on CUDA go unchecked."""
-    from noisefloor.config import minimum_training_bytes
-
     require_device(config.train.device)
     if uses_cuda(config) and config.train.world_size > 1:
         return
@@ -108,14 +73,6 @@ def require_memory(config: RunConfig) -> None:
         raise UserError(f"this config needs at least {gib(needed)} of {what} to train (weights, gradients, AdamW moments, "
                         f"logits and attention scores of one microbatch), this machine has {gib(available)}; "
                         "use a smaller model, microbatch_size or context_length")
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    require_device(name)
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def learning_rate(config: RunConfig, step: int) -> float:
@@ -267,8 +224,7 @@ class Trainer:
         folders = state.checkpoint_dirs(self.run.path)
         if not folders:
             if self.main:
-                for path in (self.run.metrics, self.run.digests):
-                    path.unlink(missing_ok=True)
+                self.run.forget_lines()
             return {"step": 0, "train_seconds": 0.0}
         folder, (model_tensors, state_tensors, saved) = self._newest_good_checkpoint(folders)
         if saved.get("config_digest") != self.config.digest():
@@ -281,8 +237,7 @@ class Trainer:
         rng_values, rng_tensors = distributed.rng_of_rank(saved["rng"], state_tensors, self.ranks)
         determinism.restore_rng(rng_values, rng_tensors)
         if self.main:
-            _rewrite_lines_up_to(self.run.metrics, saved["step"])
-            _rewrite_lines_up_to(self.run.digests, saved["step"])
+            self.run.truncate_to_step(saved["step"])
         return saved
 
     def _newest_good_checkpoint(self, folders: list[Path]):
@@ -318,7 +273,7 @@ class Trainer:
         if not self.main:
             return
         digest = digest or state.state_digest(export_state(self.raw_model))
-        handle.write(json.dumps({"step": step, "digest": digest.hexdigest(), "tensors": digest.tensor_digests}) + "\n")
+        write_line(handle, {"step": step, "digest": digest.hexdigest(), "tensors": digest.tensor_digests})
         handle.flush()
 
     def _train_step(self, step: int) -> tuple[float, float, float]:
@@ -382,10 +337,10 @@ class Trainer:
                                                      error=f"non-finite {what} at step {done}"))
                 record = {"step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                           "tokens_per_s": config.tokens_per_step / elapsed}
-                metrics.write(json.dumps(record) + "\n")
+                write_line(metrics, record)
                 if t.eval_interval and done % t.eval_interval == 0 and done != t.steps:
                     val_loss = evaluate(self.data.val)
-                    metrics.write(json.dumps({"step": done, "val_loss": val_loss}) + "\n")
+                    write_line(metrics, {"step": done, "val_loss": val_loss})
                     record["val_loss"] = val_loss
                 metrics.flush()
                 if t.digest_interval and done % t.digest_interval == 0 and done != t.steps:
@@ -395,7 +350,7 @@ class Trainer:
                 self.progress({"event": "step", "steps": t.steps, **record})
 
             val_loss = evaluate(self.data.val)
-            metrics.write(json.dumps({"step": t.steps, "val_loss": val_loss}) + "\n")
+            write_line(metrics, {"step": t.steps, "val_loss": val_loss})
             final_state = export_state(self.raw_model)
             final_digest = state.state_digest(final_state)
             if t.digest_interval:
@@ -419,7 +374,7 @@ class Trainer:
 
     def _finish(self, result: dict[str, Any]) -> dict[str, Any]:
         if self.main:
-            atomic.write_json(self.run.result, result)
+            self.run.write_result(result)
         self.progress({"event": result["status"], **result})
         return result
 
@@ -429,7 +384,7 @@ def _run(config: RunConfig, run: RunDir, progress: ProgressCallback | None, resu
     """In this process, or through torchrun when the run asks for several processes."""
     try:
         if config.train.world_size > 1:
-            return distributed.launch(run.path, config, progress)
+            return launch.launch(run.path, config, progress)
         return Trainer(config, run.path, progress, data=data).run_training(resume=resume)
     except OSError as exc:
         if exc.errno is None:
@@ -458,7 +413,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], progress: Progress
     require_memory(config)
     run.path.mkdir(parents=True, exist_ok=True)
     with exclusive(run):
-        atomic.write_json(run.config, config.to_dict())
+        run.write_config(config.to_dict())
         return _run(config, run, progress, resume=False, data=data)
 
 
