@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import special
@@ -30,25 +30,36 @@ def t_ppf(q: float, df: float) -> float:
     return float(special.stdtrit(df, q))
 
 
+class ConfidenceInterval(NamedTuple):
+    """As scipy's: a (low, high) pair with names."""
+
+    low: float
+    high: float
+
+
 @dataclass(frozen=True)
 class TestResult:
+    """A two-sided t-test, shaped like scipy's results: `statistic`, `pvalue`, `df`, `confidence_interval()`."""
+
     test: str  # "paired", "welch" or "prediction"
     statistic: float | None
     df: float | None
-    p_value: float | None
+    pvalue: float | None
     note: str | None = None
     estimate: float | None = None  # the difference the test is about (intervention - baseline)
     se: float | None = None  # its standard error; statistic = estimate / se
 
-    def interval(self, level: float) -> tuple[float, float] | None:
-        """Two-sided `level` confidence interval of the estimate: estimate ± t_{(1+level)/2, df} · se."""
-        if self.p_value is None or self.estimate is None or self.se is None:
+    def confidence_interval(self, confidence_level: float = 0.95) -> ConfidenceInterval | None:
+        """Two-sided interval of the estimate: estimate ± t_{(1+level)/2, df} · se (None when the test is undefined)."""
+        if self.pvalue is None or self.estimate is None or self.se is None:
             return None
-        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
-        return (self.estimate - half, self.estimate + half)
+        half = t_ppf(0.5 + confidence_level / 2.0, self.df) * self.se
+        return ConfidenceInterval(self.estimate - half, self.estimate + half)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The --json keys predate the scipy names: the p-value stays "p_value" there."""
+        out = dataclasses.asdict(self)
+        return {("p_value" if key == "pvalue" else key): value for key, value in out.items()}
 
 
 def has_spread(values: Sequence[float]) -> bool:
