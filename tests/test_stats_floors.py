@@ -97,3 +97,4 @@ def test_constant_floor_does_not_crash_and_says_what_it_means(tmp_path):
     import json
 
     json.dumps(data, allow_nan=False)
+    assert data["interventions"][0]["tests"]["prediction"]["note"] == "the floor has no spread: the test is undefined"

@@ -192,6 +192,7 @@ def test_power_for_huge_effects_where_the_noncentral_t_fails():
 
 def test_t_tests_without_spread_are_undefined_not_zero():
     assert tests.welch([5.0, 5.0], [5.1, 5.1]).pvalue is None
+    assert tests.welch([5.0, 5.0], [5.1, 5.1]).undefined is tests.Undefined.NO_SPREAD
     # equal differences in decimal, unequal in their last bits: still no spread
     assert tests.paired([5.0, 5.1], [5.1, 5.2]).pvalue is None
     assert tests.paired([5.0, 5.1], [5.1, 5.2001]).pvalue == pytest.approx(stats.ttest_rel([5.0, 5.1], [5.1, 5.2001]).pvalue)

@@ -212,7 +212,7 @@ def _tests(a: Analysis) -> Table | None:
     rows = tuple(
         (v.intervention, t.test, "–" if t.statistic is None else f"{t.statistic:.4g}",
          "–" if t.df is None else f"{t.df:.4g}", signed(t.estimate, 5), spread(t.se), pvalue(t.pvalue),
-         str(v.n_compared), str(v.n_pairs), t.note or "")
+         str(v.n_compared), str(v.n_pairs), words.test_note(t) or "")
         for v in a.verdicts for t in (v.prediction, v.welch, v.paired) if t is not None
     )
     if not rows:

@@ -21,6 +21,7 @@ from noisefloor.stats.classify import (
     finite,
 )
 from noisefloor.stats.floors import INIT, TRAIN
+from noisefloor.stats.tests import TestResult, Undefined
 
 REPRODUCIBILITY_FAILURE = "REPRODUCIBILITY FAILURE"
 
@@ -176,9 +177,21 @@ def disagreement(v: Verdict) -> str | None:
     return f"{three}, but {decided}, because {decision_reason(v)}"
 
 
+UNDEFINED = {
+    Undefined.NO_SPREAD: "no spread in either sample: the t-test is undefined",
+    Undefined.EQUAL_DIFFERENCES: "all paired differences are equal: the t-test is undefined",
+    Undefined.FLOOR_WITHOUT_SPREAD: "the floor has no spread: the test is undefined",
+}
+
+
+def test_note(t: TestResult) -> str | None:
+    return None if t.undefined is None else UNDEFINED[t.undefined]
+
+
 def verdict_json(v: Verdict) -> dict:
     return v.to_json({"decision_reason": decision_reason(v), "disagreement": disagreement(v),
-                      "floor_reason": floor_reason(v.floor_reason), "notes": notes(v.notes)})
+                      "floor_reason": floor_reason(v.floor_reason), "notes": notes(v.notes),
+                      "tests": {name: t.to_json(test_note(t)) for name, t in v.tests_made.items()}})
 
 
 def analysis_json(a: Analysis) -> dict:

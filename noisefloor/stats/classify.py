@@ -138,7 +138,8 @@ class FloorReason:
 
 
 # The --json keys of an intervention, in order. Each is a field or a DERIVED property of Verdict, an entry of
-# Verdict.test_values(), or one of the words report/words.py adds (decision_reason, disagreement, floor_reason, notes).
+# Verdict.test_values(), or one of the words report/words.py adds (decision_reason, disagreement, floor_reason, notes,
+# tests).
 JSON_KEYS = (
     "intervention", "decision", "decision_direction", "decision_reason", "agrees_with_3sd_rule", "disagreement",
     "ci", "ci_level", "margin", "margin_for_noise", "e_value", "anytime_signal", "n_runs", "runs", "init_seeds",
@@ -266,19 +267,24 @@ class Verdict:
                 return result
         return None
 
+    @property
+    def tests_made(self) -> dict[str, tests.TestResult]:
+        """The tests made, by name, in the order --json lists them."""
+        return {t.test: t for t in (self.prediction, self.welch, self.paired) if t is not None}
+
     def test_values(self) -> dict[str, Any]:
         """The run count and the tests' p-values as --json lists them."""
-        primary, by_name = self.primary, {t.test: t for t in (self.prediction, self.welch, self.paired) if t is not None}
+        primary, by_name = self.primary, self.tests_made
         return {
             "n_runs": len(self.runs),
             **{f"p_{name}": by_name[name].pvalue if name in by_name else None for name in ("prediction", "welch", "paired")},
             "test": primary.test if primary else None,
             "p_value": primary.pvalue if primary else None,
-            "tests": {name: t.to_json() for name, t in by_name.items()},
         }
 
     def to_json(self, words: dict[str, Any]) -> dict:
-        """The --json object: JSON_KEYS from the fields, DERIVED, test_values() and `words` (the prose)."""
+        """The --json object: JSON_KEYS from the fields, DERIVED, test_values() and `words` (the prose, and the
+        tests with their notes in words)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)} | {name: getattr(self, name) for name in DERIVED}
         values |= self.test_values() | words
         return {key: plain(values[key]) for key in JSON_KEYS}
