@@ -1,8 +1,8 @@
 """Verdicts: each intervention against the floor that matches it, and the Analysis object.
 
 `analyse(path)` is the one entry point: CSV (or sweep directory) in, an
-`Analysis` out. `noisefloor classify` prints it, `--json` serialises
-`Analysis.to_json()`, and `noisefloor report` renders the same object, so
+`Analysis` out. `noisefloor classify` prints it, `--json` serialises it
+(`report.words.analysis_json`), and `noisefloor report` renders the same object, so
 every number in a report is the number `classify` computes from that CSV.
 
 Numbers and typed flags only: each finding is a `Note` (a `NoteKind` and its facts), the floor choice a
