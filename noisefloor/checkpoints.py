@@ -664,31 +664,6 @@ class Comparison:
             "ignored": self.ignored,
         }
 
-    def lines(self) -> list[str]:
-        """The human-readable report of this file pair, one line per finding."""
-        verdict = "IDENTICAL" if self.identical else "DIFFERENT"
-        skipped = f", {len(self.ignored)} ignored" if self.ignored else ""
-        lines = [f"{self.a} vs {self.b}: {verdict} ({self.tensors_compared} tensors, {_size(self.bytes_compared)} compared{skipped})"]
-        if self.metadata is not None:
-            m = self.metadata
-            if m.a is None or m.b is None:
-                lines.append(f"  metadata: {'A' if m.a is None else 'B'} has no __metadata__")
-            lines += [f"  metadata: key {show_name(k)} only in A" for k in m.only_in_a]
-            lines += [f"  metadata: key {show_name(k)} only in B" for k in m.only_in_b]
-            lines += [f"  metadata: key {show_name(k)}: {show_name(m.a[k])} vs {show_name(m.b[k])}" for k in m.changed]  # type: ignore[index]
-        lines += [f"  missing from B: {show_name(name)}" for name in self.only_in_a]
-        lines += [f"  extra in B: {show_name(name)}" for name in self.only_in_b]
-        lines += [f"  {show_name(m.name)}: {m.reason}" for m in self.mismatches]
-        for d in self.differences:
-            unit = "elements" if d.unit == "element" else "bytes"
-            text = f"  {show_name(d.name)} {d.dtype} {list(d.shape)}: {d.differing:,} of {d.total:,} {unit} differ ({100 * d.fraction:.3g}%)"
-            if d.max_ulp is not None:
-                text += f"; max |a-b| {_number(d.max_abs_diff)}; max ULP {d.max_ulp:,}"
-            if d.nan_mismatches:
-                text += f"; {d.nan_mismatches:,} with NaN"
-            lines.append(text + f"; first at {list(d.first_index)}")
-        return lines
-
 
 @dataclass
 class PathComparison:
@@ -714,31 +689,10 @@ class PathComparison:
             "files": [c.to_json() for c in self.files],
         }
 
-    def render(self) -> str:
-        """The report `verify-identical` prints: the verdict, then each file pair."""
-        lines = ["IDENTICAL" if self.identical else "DIFFERENT"]
-        lines += [f"{name}: only in {self.a}" for name in self.only_in_a]
-        lines += [f"{name}: only in {self.b}" for name in self.only_in_b]
-        for comparison in self.files:
-            lines += comparison.lines()
-        return "\n".join(lines)
-
 
 def _json_number(value: float | int | None) -> float | int | str | None:
     """JSON has no infinity: an infinite difference is written as the string "inf"."""
     return "inf" if isinstance(value, float) and math.isinf(value) else value
-
-
-def _number(value: float | int | None) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else f"{value:,}"
-
-
-def _size(nbytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes:.4g} {unit}" if unit != "B" else f"{nbytes} B"
-        nbytes /= 1000  # type: ignore[assignment]
-    raise AssertionError
 
 
 class _DiffStats:

@@ -21,6 +21,7 @@ from noisefloor.checkpoints import compare_paths
 from noisefloor.config import check_seed, seed_list
 from noisefloor.diverge import diverge
 from noisefloor.errors import UserError
+from noisefloor.report.bitwise import path_comparison_text
 from noisefloor.rundir import RunDir, SweepDir, default_run_dir, demo_sweep
 
 Handler = Callable[[argparse.Namespace], int]
@@ -41,13 +42,9 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console  # rich: a quarter of a second, not needed by --json or --quiet output
+    from noisefloor.report.console import make_console  # rich: a quarter of a second, not needed by --json or --quiet output
 
-    stream = sys.stderr if stderr else sys.stdout
-    # Piped to a file or a CI log, rich would lay tables out at 80 columns and wrap numbers and names mid-word;
-    # such output is read later, so it gets the width it needs (COLUMNS, when set, still decides).
-    wide = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, highlight=False, width=200 if wide else None)
+    return make_console(stderr)
 
 
 def _positive_int(text: str) -> int:
@@ -540,17 +537,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"sweep": str(store.path), "runs": rows}, indent=2))
         return 0
-    from rich.table import Table  # rich: not needed by --json
+    from noisefloor.report.status import render_status  # rich: not needed by --json
 
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
-    table = Table(title=f"{store.path}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")
-    for column in ("run", "status", "step", "test loss") + (("slurm job", "slurm state") if jobs else ()) + ("error",):
-        table.add_column(column)
-    for r in rows:
-        loss = f"{r['test_loss']:.6f}" if r["test_loss"] is not None else ""
-        slurm_cells = (r.get("slurm_job", ""), r.get("slurm_state", "")) if jobs else ()
-        table.add_row(r["run"], r["status"], f"{r['step']}/{r['steps'] or '?'}", loss, *slurm_cells, r["error"] or "")
-    _console().print(table)
+    render_status(_console(), store.path, rows, STATUSES, slurm=bool(jobs))
     return 0
 
 
@@ -568,26 +557,10 @@ def _diverge(args: argparse.Namespace) -> int:
     found = diverge(args.run_a, args.run_b)
     if args.json:
         print(json.dumps(found.to_json(), indent=2))
-        return 1 if found.diverged else 0
-    if found.diverged:
-        print(f"DIVERGED at step {found.first_divergent_step} (last equal step: "
-              f"{found.last_equal_step if found.last_equal_step is not None else 'none recorded'}; "
-              f"{found.compared_steps} recorded steps compared)")
-        shown = found.first_tensors[:8]
-        print(f"tensors that differ first ({len(found.first_tensors)}): {', '.join(shown)}"
-              f"{' …' if len(found.first_tensors) > len(shown) else ''}")
     else:
-        print(f"NO DIVERGENCE in {found.compared_steps} recorded steps (last common step {found.last_common_step})")
-    if found.config_differences:
-        print("configs differ (this alone explains a divergence):")
-        for line in found.config_differences:
-            print(f"  {line}")
-    if found.environment_differences:
-        print("environments differ (bit-identity needs the same stack and device):")
-        for line in found.environment_differences:
-            print(f"  {line}")
-    if found.diverged and not found.config_differences and not found.environment_differences:
-        print("same config and environment: a nondeterministic kernel or an outside change (data files?) is to blame")
+        from noisefloor.report.bitwise import divergence_lines
+
+        print("\n".join(divergence_lines(found)))
     return 1 if found.diverged else 0
 
 
@@ -612,24 +585,9 @@ def _doctor(args: argparse.Namespace) -> int:
         print(json.dumps({"fingerprint": fingerprint, "hazards": [h.to_json() for h in hazards],
                           "noisefloor_mode": mode, "self_test": test}, indent=2, default=str))
     else:
-        from rich.table import Table  # rich: not needed by --json
+        from noisefloor.report.bitwise import render_doctor  # rich: not needed by --json
 
-        console = _console()
-        table = Table(title="environment fingerprint", title_justify="left", show_header=False)
-        for key, value in fingerprint.items():
-            text = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
-            table.add_row(key, text or "-")
-        console.print(table)
-        found = [h for h in hazards if h.found]
-        console.print(f"determinism hazards in this environment's defaults: {len(found)}")
-        for h in found:
-            handled = "noisefloor runs: handled" if h.handled else "NOT handled: fix the environment"
-            console.print(f"  - {h.name}: {h.detail} [{handled}]", markup=False)
-        console.print("noisefloor runs use: " + ", ".join(f"{k}={v}" for k, v in mode.items()))
-        if test is not None:
-            verdict = "PASS" if test["passed"] else "FAIL"
-            console.print(f"self-test: trained {test['steps']} steps twice on {test['device']}: {verdict} "
-                          f"({test['final_digest'][:23]} vs {test['second_digest'][:23]})")
+        render_doctor(_console(), fingerprint, hazards, mode, test)
     return 1 if test is not None and not test["passed"] else 0
 
 
@@ -667,17 +625,18 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
 def _classify(args: argparse.Namespace) -> int:
     # scipy, pandas, statsmodels (stats/) and rich (report/): only for the analysis commands
     from noisefloor.report import tables
+    from noisefloor.report.words import analysis_json
     from noisefloor.stats.classify import analyse
 
     analysis = analyse(args.source, args.alpha, args.margin)
     if args.json:
-        print(json.dumps(analysis.to_json(), indent=2))
+        print(json.dumps(analysis_json(analysis), indent=2))
     elif args.format == "csv":
         sys.stdout.write(tables.to_csv(tables.tables(analysis)))
     elif args.format == "markdown":
         sys.stdout.write(tables.to_markdown(tables.tables(analysis)) + tables.notes_markdown(analysis))
     else:
-        tables.render_rich(analysis, _console())
+        tables.render_rich(analysis, _console(), details=True)
     return 0
 
 
@@ -746,7 +705,7 @@ def _verify_identical_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def _verify_identical(args: argparse.Namespace) -> int:
     result = compare_paths(args.a, args.b, args.ignore)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
+    print(json.dumps(result.to_json(), indent=2) if args.json else path_comparison_text(result))
     return 0 if result.identical else 1
 
 

@@ -105,3 +105,18 @@ def test_doctor_in_a_fresh_process_finds_the_default_hazards_and_passes_its_self
     assert report["noisefloor_mode"]["deterministic_algorithms"] is True and report["noisefloor_mode"]["threads"] == 1
     assert report["self_test"]["passed"] is True
     assert report["fingerprint"]["packages"]["torch"].startswith("2.")
+
+
+def test_diverge_verify_identical_and_doctor_print_every_value_of_their_json(seed_runs, capsys, monkeypatch):
+    """Piped to a log (no terminal, COLUMNS unset), the text holds every value of --json (tests/json_in_text.py)."""
+    from json_in_text import missing_from_text
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    for argv, code in ((("diverge", seed_runs / "a", seed_runs / "t7"), 1),
+                       (("verify-identical", seed_runs / "a", seed_runs / "t7"), 1),
+                       (("doctor", "--skip-self-test"), 0)):
+        done, out, _ = run_cli(capsys, *argv, "--json")
+        assert done == code
+        done, text, _ = run_cli(capsys, *argv)
+        assert done == code
+        assert missing_from_text(json.loads(out), text) == [], argv

@@ -163,8 +163,15 @@ def test_analysis_works_without_torch(tmp_path):
 
 
 def test_method_page_example_is_real_output(capsys, monkeypatch):
-    """docs/method.md's example is what `COLUMNS=120 noisefloor classify tests/data/study.csv` prints."""
-    monkeypatch.setenv("COLUMNS", "120")
+    """docs/method.md's example is what `COLUMNS=120 noisefloor classify tests/data/study.csv` prints in a terminal
+    (piped, the tables would take the width they need instead)."""
+    from rich.console import Console
+
+    from noisefloor.report import console
+
+    # a 120-column terminal without colours: is_terminal, and no escape codes in what capsys reads
+    monkeypatch.setattr(console, "make_console", lambda stderr=False: Console(width=120, force_terminal=True,
+                                                                               color_system=None, highlight=False))
     printed = [line.rstrip() for line in cli_out(capsys, "classify", str(STUDY)).splitlines()]
     method = (Path(__file__).parents[1] / "docs" / "method.md").read_text()
     example = method.split("## Example", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0].splitlines()

@@ -11,6 +11,7 @@ from analysis_helpers import STUDY, no_gc_in_holm  # noqa: F401 (fixture)
 from scipy import stats
 
 from noisefloor.stats import sequential
+from noisefloor.report import words
 from noisefloor.stats.classify import analyse, analyse_results
 from noisefloor.stats.table import results_from_text
 
@@ -80,19 +81,19 @@ def test_interval_and_margin_match_scipy():
     assert v.margin_for_noise == pytest.approx(max(abs(expected.low), abs(expected.high)))
     assert v.decision == "noise"  # single intervention: Holm p = p
     welch = stats.ttest_ind(runs, base, equal_var=False)
-    assert (v.welch.p_value, v.welch.df) == pytest.approx((welch.pvalue, welch.df), rel=1e-10)
+    assert (v.welch.pvalue, v.welch.df) == pytest.approx((welch.pvalue, welch.df), rel=1e-10)
     low, high = welch.confidence_interval(0.90)
-    assert v.welch.interval(0.90) == pytest.approx((low, high), rel=1e-10)
+    assert v.welch.confidence_interval(0.90) == pytest.approx((low, high), rel=1e-10)
 
 
 def test_study_file_decisions_and_disagreements():
     verdicts = {v.intervention: v for v in analyse(STUDY).verdicts}
     grad = verdicts["grad-clip"]  # the example: 3-SD signal with Holm p = 0.35
-    assert (grad.verdict, grad.decision, grad.agrees) == ("signal", "undecided", False)
-    assert "Holm p = 0.351" in grad.disagreement and "no --margin given" in grad.disagreement
-    assert verdicts["no-dropout"].decision == "signal" and verdicts["no-dropout"].agrees
+    assert (grad.verdict, grad.decision, grad.agrees_with_3sd_rule) == ("signal", "undecided", False)
+    assert "Holm p = 0.351" in words.disagreement(grad) and "no --margin given" in words.disagreement(grad)
+    assert verdicts["no-dropout"].decision == "signal" and verdicts["no-dropout"].agrees_with_3sd_rule
     assert verdicts["lr-cosine"].decision_direction == "better" and verdicts["lr-cosine"].verdict == "noise"
-    json = analyse(STUDY, margin=0.02).to_json()
+    json = words.analysis_json(analyse(STUDY, margin=0.02))
     assert json["margin"] == 0.02 and json["interventions"][0]["decision"] == "undecided"
     first = list(json["interventions"][0])
     assert first[:2] == ["intervention", "decision"]  # the JSON leads with the decision

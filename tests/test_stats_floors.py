@@ -9,6 +9,7 @@ import pytest
 from analysis_helpers import STUDY, run, study_rows, write_csv
 from scipy import stats
 
+from noisefloor.report import words
 from noisefloor.stats.classify import analyse
 from noisefloor.stats.floors import false_positive_rate, one_run_factor, prediction_half_width
 
@@ -90,9 +91,10 @@ def test_constant_floor_does_not_crash_and_says_what_it_means(tmp_path):
     assert (floor.constant, floor.sd, floor.sd_population, floor.band(3)) == (True, 0.0, 0.0, (5.1, 5.1))
     (v,) = analysis.verdicts
     assert v.verdict == "undecided" and v.z is None and v.delta == pytest.approx(-0.1)
-    assert any("zero spread" in n for n in v.notes)
-    assert any("identical losses, so varying those seeds changed nothing" in n for n in analysis.notes)
-    data = analysis.to_json()  # no NaN / inf anywhere
+    assert any("zero spread" in n for n in words.notes(v.notes))
+    assert any("identical losses, so varying those seeds changed nothing" in n for n in words.notes(analysis.notes))
+    data = words.analysis_json(analysis)  # no NaN / inf anywhere
     import json
 
     json.dumps(data, allow_nan=False)
+    assert data["interventions"][0]["tests"]["prediction"]["note"] == "the floor has no spread: the test is undefined"

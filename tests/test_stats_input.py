@@ -10,6 +10,7 @@ from analysis_helpers import BASE, HAND, STUDY, run, study_rows, write_csv
 
 from noisefloor.cli import main
 from noisefloor.errors import UserError
+from noisefloor.report import words
 from noisefloor.stats.classify import analyse
 
 GOOD = "intervention,init_seed,train_seed,test_loss\nbaseline,42,,5.10\nbaseline,42,23,5.11\n"
@@ -105,17 +106,17 @@ def test_rows_not_done_are_left_out_and_listed_not_errors(tmp_path):
     text = STUDY.read_text()
     assert ",failed," in text  # fp32 failed, with no loss at all
     analysis = analyse(STUDY)
-    left = analysis.to_json()["left_out"]
+    left = words.analysis_json(analysis)["left_out"]
     assert left == [{"run": "fp32-i42", "line": 14, "intervention": "fp32", "status": "failed"}]
     assert "fp32" not in [v.intervention for v in analysis.verdicts]
-    assert any("1 row(s) left out" in n for n in analysis.notes)
+    assert any("1 row(s) left out" in n for n in words.notes(analysis.notes))
 
 
 def test_hand_typed_four_columns_work_and_say_the_conservative_floor_is_used():
     analysis = analyse(HAND)
     assert {v.floor.name for v in analysis.verdicts} == {"init@no-reseed"}
-    assert all(v.same_init is None and "conservative" in v.floor_reason for v in analysis.verdicts)
-    assert any("same_init unknown" in n for n in analysis.notes)
+    assert all(v.same_init is None and "conservative" in words.floor_reason(v.floor_reason) for v in analysis.verdicts)
+    assert any("same_init unknown" in n for n in words.notes(analysis.notes))
 
 
 def test_identical_repeats_are_counted_once(tmp_path):
@@ -125,7 +126,7 @@ def test_identical_repeats_are_counted_once(tmp_path):
     assert floor.n == 3  # not 4: the repeat confirms, it does not add a stream
     (repeat,) = analysis.results.repeats
     assert repeat.identical and repeat.runs == ("base-42-None", "again")
-    assert any("repeatability confirmed" in n for n in analysis.notes)
+    assert any("repeatability confirmed" in n for n in words.notes(analysis.notes))
     assert not analysis.reproducibility_failures
 
 
@@ -137,8 +138,8 @@ def test_different_repeats_are_a_reproducibility_failure(tmp_path, capsys):
     assert failure.test_losses == (5.09, 5.10)
     (verdict,) = analysis.verdicts
     assert verdict.test_loss == pytest.approx(5.095)  # the mean of the two, counted as one cell
-    assert any(n.startswith("REPRODUCIBILITY FAILURE") for n in verdict.notes)
-    assert analysis.notes[0].startswith("REPRODUCIBILITY FAILURE")
+    assert any(n.startswith("REPRODUCIBILITY FAILURE") for n in words.notes(verdict.notes))
+    assert words.note(analysis.notes[0]).startswith("REPRODUCIBILITY FAILURE")
     assert main(["classify", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.lstrip().startswith("╭") and "reproducibility failure" in out.splitlines()[0]
@@ -146,7 +147,7 @@ def test_different_repeats_are_a_reproducibility_failure(tmp_path, capsys):
     assert data["repeats"][0]["identical"] is False
     assert main(["report", str(path), "--out", str(tmp_path / "report"), "--quiet"]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert report.index(analysis.notes[0]) < report.index("## ") and report.count(analysis.notes[0]) == 1  # a banner, once
+    assert report.index(words.note(analysis.notes[0])) < report.index("## ") and report.count(words.note(analysis.notes[0])) == 1  # a banner, once
 
 
 def _json(path, capsys) -> str:
@@ -168,7 +169,7 @@ def test_same_init_comes_from_the_column_else_from_init_digest(tmp_path):
     assert (verdicts["b"].same_init, verdicts["b"].floor_kind) == (False, "init")
     assert (verdicts["c"].same_init, verdicts["c"].floor_kind, verdicts["c"].same_init_source) == (True, "train", "same_init column")
     assert verdicts["d"].same_init is False and verdicts["d"].floor_kind == "init"
-    assert any("init_digest equals the baseline's" in n for n in verdicts["d"].notes)
+    assert any("init_digest equals the baseline's" in n for n in words.notes(verdicts["d"].notes))
 
 
 def test_final_weights_identical_to_the_baselines_are_named(tmp_path):
@@ -179,8 +180,8 @@ def test_final_weights_identical_to_the_baselines_are_named(tmp_path):
         dict(run("wd", 42, None, 5.0990, True), final_digest="sha256:other"),
     ]
     verdicts = {v.intervention: v for v in analyse(write_csv(tmp_path / "r.csv", rows, columns)).verdicts}
-    assert any("bit-identical to the baseline's at the same seeds in 1 of 1" in n for n in verdicts["clip"].notes)
-    assert not any("bit-identical" in n for n in verdicts["wd"].notes)
+    assert any("bit-identical to the baseline's at the same seeds in 1 of 1" in n for n in words.notes(verdicts["clip"].notes))
+    assert not any("bit-identical" in n for n in words.notes(verdicts["wd"].notes))
 
 
 def test_extra_columns_of_any_name_are_ignored(tmp_path, capsys):

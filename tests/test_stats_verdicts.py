@@ -12,6 +12,7 @@ from statsmodels.stats.power import TTestIndPower
 
 from noisefloor.cli import main
 from noisefloor.stats import tests
+from noisefloor.report import words
 from noisefloor.stats.classify import analyse
 from noisefloor.stats.plan import FIRST_LOOK
 
@@ -29,11 +30,11 @@ def test_study_verdicts_use_the_matching_floor():
     gc = v["grad-clip"]
     assert (gc.floor.name, gc.floor_kind, gc.verdict, gc.direction) == ("train@init_seed=42", "train", "signal", "better")
     assert gc.z == pytest.approx((5.0912 - m) / s)
-    assert "initial weights are the baseline's" in gc.floor_reason
+    assert "initial weights are the baseline's" in words.floor_reason(gc.floor_reason)
     qkv = v["qkv-bias"]
     assert (qkv.floor.name, qkv.verdict, qkv.direction) == ("init@no-reseed", "noise", None)
     assert qkv.z == pytest.approx((5.0958 - np.mean(INIT)) / np.std(INIT, ddof=1))
-    assert "differ from the baseline's" in qkv.floor_reason
+    assert "differ from the baseline's" in words.floor_reason(qkv.floor_reason)
     assert (v["weight-tying"].verdict, v["weight-tying"].direction) == ("signal", "worse")
     assert v["weight-decay-0.01"].verdict == "noise"
 
@@ -57,8 +58,8 @@ def test_single_run_numbers_match_scipy(tmp_path):
     assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / f, 2))
     assert (v.welch, v.paired) == (None, None)  # one run: no Welch; one pair: no paired test
     assert v.primary.test == "prediction"
-    assert v.primary.p_value == pytest.approx(2 * stats.t.sf(abs(5.0912 - m) / (s * f), 2))
-    assert v.p_holm == pytest.approx(v.primary.p_value)  # a family of one
+    assert v.primary.pvalue == pytest.approx(2 * stats.t.sf(abs(5.0912 - m) / (s * f), 2))
+    assert v.p_holm == pytest.approx(v.primary.pvalue)  # a family of one
 
 
 def test_several_init_seeds_against_the_init_floor_welch_matches_scipy(tmp_path):
@@ -71,7 +72,7 @@ def test_several_init_seeds_against_the_init_floor_welch_matches_scipy(tmp_path)
     f = math.sqrt(1 / 3 + 1 / 3)  # mean of 3 new runs against the mean of 3 floor runs
     assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / f, 2))
     welch = stats.ttest_ind(x, INIT, equal_var=False)
-    assert v.welch.p_value == pytest.approx(welch.pvalue) and v.welch.df == pytest.approx(welch.df)
+    assert v.welch.pvalue == pytest.approx(welch.pvalue) and v.welch.df == pytest.approx(welch.df)
     # other initial weights: pairing by init seed would remove no init noise, so Welch is the test
     assert v.paired is None and v.n_pairs == 0 and v.primary.test == "welch"
 
@@ -84,7 +85,7 @@ def test_runs_sharing_an_init_seed_are_one_draw_from_the_init_floor(tmp_path):
     assert v.n_compared == 1 and v.welch is None
     assert v.delta == pytest.approx(np.mean(losses) - np.mean(INIT))
     assert v.false_positive_rate_3sd == pytest.approx(2 * stats.t.sf(3 / math.sqrt(1 + 1 / 3), 2))
-    assert any("averaged per init seed" in n for n in v.notes)
+    assert any("averaged per init seed" in n for n in words.notes(v.notes))
 
 
 def test_matched_delta_is_against_the_baseline_run_of_the_same_seeds(tmp_path):
@@ -101,7 +102,7 @@ def test_same_init_at_several_init_seeds_is_paired_with_the_baseline_at_each_see
     refs = {42: np.mean(TRAIN42), 22: BASE[(22, None)], 67: BASE[(67, None)]}
     delta = np.mean([x[i] - refs[i] for i in x])
     s = np.std(TRAIN42, ddof=1)
-    assert v.floor.name == "train@init_seed=42" and "compared with the baseline at its own init seed" in v.floor_reason
+    assert v.floor.name == "train@init_seed=42" and "compared with the baseline at its own init seed" in words.floor_reason(v.floor_reason)
     assert v.delta == pytest.approx(delta)
     assert v.z == pytest.approx(delta / s)
     # Var(Δ) = s² (1/k + Σ c_I² / (k² n_I)) = s² (1/3 + (1/3 + 1 + 1) / 9)
@@ -110,7 +111,7 @@ def test_same_init_at_several_init_seeds_is_paired_with_the_baseline_at_each_see
     assert v.welch is None  # runs at other init seeds are not draws of the floor at 42
     pairs = [(x[42], BASE[(42, None)]), (x[22], BASE[(22, None)]), (x[67], BASE[(67, None)])]
     ref = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs])
-    assert v.paired.p_value == pytest.approx(ref.pvalue)
+    assert v.paired.pvalue == pytest.approx(ref.pvalue)
 
 
 def test_same_init_at_an_init_seed_without_floor_borrows_the_training_loop_sd(tmp_path):
@@ -127,21 +128,21 @@ def test_undecided_with_the_reason(tmp_path):
     v = verdicts_of(write_csv(tmp_path / "a.csv", rows))
     # same_init=true without a training-loop floor falls back to the init floor, like an unknown same_init
     assert v["same"].verdict == "signal" and v["same"].floor.name == "init@no-reseed"
-    assert "training-loop floor is missing: judged against the init floor" in v["same"].notes[-1]
+    assert "training-loop floor is missing: judged against the init floor" in words.note(v["same"].notes[-1])
     assert v["diff"].verdict == "signal"
     rows = study_rows(BASE, [run("elsewhere", 7, None, 5.0, True)])
     (v,) = analyse(write_csv(tmp_path / "b.csv", rows)).verdicts
-    assert v.verdict == "undecided" and "no baseline run at its init seed" in v.notes[-1]
+    assert v.verdict == "undecided" and "no baseline run at its init seed" in words.note(v.notes[-1])
     train_only = {(42, None): 5.10, (42, 23): 5.11}
     rows = study_rows(train_only, [run("diff", 42, None, 5.0, False)])
     (v,) = analyse(write_csv(tmp_path / "c.csv", rows)).verdicts
-    assert v.verdict == "undecided" and "no init floor" in v.notes[-1]
+    assert v.verdict == "undecided" and "no init floor" in words.note(v.notes[-1])
 
 
 def test_init_floor_at_another_stream_setting_falls_back_to_the_largest(tmp_path):
     rows = study_rows(BASE, [run("x", 42, 23, 5.2, False)])
     (v,) = analyse(write_csv(tmp_path / "r.csv", rows)).verdicts
-    assert v.floor.name == "init@no-reseed" and "using the largest init floor" in v.floor_reason
+    assert v.floor.name == "init@no-reseed" and "using the largest init floor" in words.floor_reason(v.floor_reason)
 
 
 def test_verdicts_do_not_change_the_exit_code(capsys, monkeypatch):
@@ -168,9 +169,9 @@ def test_holm_matches_a_hand_implementation():
 
 def test_holm_is_applied_across_interventions():
     analysis = analyse(STUDY)
-    raw = [v.primary.p_value for v in analysis.verdicts]
+    raw = [v.primary.pvalue for v in analysis.verdicts]
     assert [v.p_holm for v in analysis.verdicts] == pytest.approx(tests.holm(raw))
-    assert all(v.p_holm >= v.primary.p_value for v in analysis.verdicts)
+    assert all(v.p_holm >= v.primary.pvalue for v in analysis.verdicts)
 
 
 @pytest.mark.parametrize("effect", [0.2, 0.5, 0.8, 1.5, 3.0])
@@ -190,10 +191,11 @@ def test_power_for_huge_effects_where_the_noncentral_t_fails():
 
 
 def test_t_tests_without_spread_are_undefined_not_zero():
-    assert tests.welch([5.0, 5.0], [5.1, 5.1]).p_value is None
+    assert tests.welch([5.0, 5.0], [5.1, 5.1]).pvalue is None
+    assert tests.welch([5.0, 5.0], [5.1, 5.1]).undefined is tests.Undefined.NO_SPREAD
     # equal differences in decimal, unequal in their last bits: still no spread
-    assert tests.paired([5.0, 5.1], [5.1, 5.2]).p_value is None
-    assert tests.paired([5.0, 5.1], [5.1, 5.2001]).p_value == pytest.approx(stats.ttest_rel([5.0, 5.1], [5.1, 5.2001]).pvalue)
+    assert tests.paired([5.0, 5.1], [5.1, 5.2]).pvalue is None
+    assert tests.paired([5.0, 5.1], [5.1, 5.2001]).pvalue == pytest.approx(stats.ttest_rel([5.0, 5.1], [5.1, 5.2001]).pvalue)
 
 
 def test_a_floor_differing_only_in_floating_point_noise_is_constant(tmp_path):
@@ -208,7 +210,7 @@ def test_zero_spread_floor_reports_no_rate_and_no_zero_width_interval(tmp_path):
     (v,) = analysis.verdicts
     assert v.verdict == "undecided" and v.decision == "undecided"
     assert (v.false_positive_rate_3sd, v.prediction_interval_997, v.band_3sd) == (None, None, None)
-    (floor,) = analysis.to_json()["floors"]
+    (floor,) = words.analysis_json(analysis)["floors"]
     assert floor["false_positive_rate_3sd"] is None and floor["prediction_interval_997"] is None
 
 
@@ -220,7 +222,7 @@ def test_same_init_with_a_zero_spread_training_loop_floor_falls_back_to_the_init
     unknown = analyse(write_csv(tmp_path / "b.csv", rows_unknown)).verdicts[0]
     assert with_column.floor.name == unknown.floor.name == "init@no-reseed"  # knowing more does not lose the verdict
     assert (with_column.verdict, with_column.delta) == (unknown.verdict, unknown.delta)
-    assert "training-loop floor has no spread: judged against the init floor" in with_column.notes[-1]
+    assert "training-loop floor has no spread: judged against the init floor" in words.note(with_column.notes[-1])
 
 
 def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
@@ -232,7 +234,7 @@ def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
     (v,) = analysis.verdicts
     variances = [np.var([x for (i, _), x in grid.items() if i == seed], ddof=1) for seed in (42, 22, 67)]
     pooled = math.sqrt(sum(2 * s2 for s2 in variances) / 6)
-    assert v.floor.name == "train@init_seed=22" and "pooled" in v.floor_reason
+    assert v.floor.name == "train@init_seed=22" and "pooled" in words.floor_reason(v.floor_reason)
     assert (v.sd, v.df) == (pytest.approx(pooled), 6)
     assert v.reference == pytest.approx(np.mean([grid[(22, t)] for t in (None, 23, 67)]))
     f = math.sqrt(1 + 1 / 3)
@@ -240,8 +242,8 @@ def test_training_loop_sd_is_pooled_across_init_seeds(tmp_path):
     half = stats.t.ppf(0.9985, 6) * pooled * f
     assert v.prediction_interval_997 == pytest.approx((v.reference - half, v.reference + half))
     assert v.paired is None and v.primary.test == "prediction" and v.prediction.df == 6  # one pair: prediction test
-    assert analysis.to_json()["pooled_training_loop_sd"]["df"] == 6
-    assert any(n.startswith("training-loop SD pooled over the 3 training-loop floors") for n in analysis.notes)
+    assert words.analysis_json(analysis)["pooled_training_loop_sd"]["df"] == 6
+    assert any(n.startswith("training-loop SD pooled over the 3 training-loop floors") for n in words.notes(analysis.notes))
 
 
 @pytest.mark.parametrize("effect", [0.004, 0.03])

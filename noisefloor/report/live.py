@@ -11,7 +11,8 @@ from noisefloor.rundir import RunDir, last_training_line
 
 class SweepView:
     """Observer + tick for `run_sweep`, rendered with rich.Live on stderr. It appears
-    with the plan, so a sweep refused before training prints only its error line."""
+    with the plan, so a sweep refused before training prints only its error line.
+    Without a terminal (a log file) nothing redraws: the sweep ends with one summary line."""
 
     def __init__(self, runs_dir: Path, console=None):
         self.runs_dir = runs_dir
@@ -23,14 +24,20 @@ class SweepView:
         self.durations: list[float] = []
         self.jobs_seen = 1
         self.slurm: dict[str, str] = {}  # run id -> "JOBID STATE" as Slurm last said
-        self.live = None
+        self.live = None  # rich.Live, on a terminal only
+        self.started = False
 
     def __enter__(self) -> "SweepView":
         return self
 
     def _start(self) -> None:
-        from rich.live import Live  # rich: a --quiet sweep never loads it
+        from rich.console import Console  # rich: a --quiet sweep never loads it
+        from rich.live import Live
 
+        self.started = True
+        self.console = self.console or Console(stderr=True)
+        if not self.console.is_terminal:  # a log: no frames, only the summary line at the end
+            return
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
 
@@ -38,6 +45,8 @@ class SweepView:
         if self.live is not None:
             self.live.update(self._render())
             self.live.stop()
+        elif self.started:
+            self.console.print(self._summary(eta=False), markup=False, soft_wrap=True)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -47,7 +56,7 @@ class SweepView:
                 self.steps[run_id] = record.planned.steps or "?"
                 self.status[run_id] = "queued" if run_id in event["todo"] else record.status
             self.total = len(event["records"])
-            if self.live is None:
+            if not self.started:
                 self._start()
         elif kind == "started":
             self.status[event["run"]] = "running"
@@ -73,16 +82,19 @@ class SweepView:
         seconds = sum(self.durations) / len(self.durations) * left / max(1, self.jobs_seen)
         return f"eta {int(seconds // 60)}:{int(seconds % 60):02d}"
 
-    def _render(self):
-        from rich.table import Table  # as in _start
-
+    def _summary(self, eta: bool = True) -> str:
         counts = {s: sum(1 for v in self.status.values() if v == s) for s in ("done", "running", "queued", "failed", "diverged")}
         title = (f"{self.total} runs: {counts['done']} done, {counts['running']} running, {counts['queued']} queued, "
-                 f"{counts['failed']} failed, {counts['diverged']} diverged   {self._eta()}")
+                 f"{counts['failed']} failed, {counts['diverged']} diverged" + (f"   {self._eta()}" if eta else ""))
         interrupted = sum(1 for v in self.status.values() if v == "interrupted")
         if interrupted:
             title += f"   {interrupted} interrupted (run again to resume)"
-        table = Table(title=title, title_justify="left", expand=False)
+        return title
+
+    def _render(self):
+        from rich.table import Table  # as in _start
+
+        table = Table(title=self._summary(), title_justify="left", expand=False)
         for column in ("running run", "step", "loss", "tok/s") + (("slurm job",) if self.slurm else ()):
             table.add_column(column, justify="right" if column in ("step", "loss", "tok/s") else "left")
         for run_id, status in self.status.items():

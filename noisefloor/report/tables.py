@@ -12,8 +12,33 @@ import html
 import io
 from dataclasses import dataclass
 
-from noisefloor.stats.classify import REPRODUCIBILITY_FAILURE, SIGNAL, UNDECIDED, Analysis, Verdict
+from noisefloor.report import words
+from noisefloor.report.console import print_table
+from noisefloor.report.words import REPRODUCIBILITY_FAILURE
+from noisefloor.stats.classify import SIGNAL, UNDECIDED, Analysis, Verdict
 from noisefloor.stats.floors import TRAIN
+
+
+class Cell(str):
+    """A cell's text with how to colour it (`css`: better, worse, undecided, failure), decided where the cell is
+    made from typed values, never by reading the text back."""
+
+    css = ""
+
+
+def styled(text: str, css: str) -> str:
+    if not css:
+        return text
+    cell = Cell(text)
+    cell.css = css
+    return cell
+
+
+def outcome_css(text: str, outcome: str, direction: str | None) -> str:
+    """A verdict's or decision's cell: green when better, red when worse, yellow when exactly 'undecided'."""
+    if outcome == SIGNAL:
+        return styled(text, "better" if direction == "better" else "worse")
+    return styled(text, "undecided" if text == UNDECIDED else "")
 
 
 @dataclass(frozen=True)
@@ -72,14 +97,19 @@ def kind_text(kind: str) -> str:
     return "training loop" if kind == TRAIN else "init"
 
 
-PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses", "in plain words"}  # columns that may wrap in a terminal
+PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses", "in plain words", "note", "model", "because"}  # columns that may wrap in a terminal
 TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
 
 
-def tables(analysis: Analysis) -> list[Table]:
-    """Each table narrow enough for a 120-column terminal: floors and interventions come in two parts."""
+def tables(analysis: Analysis, details: bool = False) -> list[Table]:
+    """Each table narrow enough for a 120-column terminal: floors and interventions come in two parts.
+    details: also why each decision, the tests behind the p-values, the runs, the models and the source file,
+    after why each floor (`classify` prints them, so its output holds every value of its --json; the report and
+    --format csv/markdown leave them to analysis.json)."""
     out = [_floors(analysis), _floor_bands(analysis), _interventions(analysis)]
-    optional = (_disagreements, _honest_numbers, _floor_choice, _components, _factorial, _repeats, _left_out)
+    optional = (_disagreements, _honest_numbers, _floor_choice)
+    optional += (_decision_reasons, _tests, _factorial_intervals, _runs, _models, _source) if details else ()
+    optional += (_components, _factorial, _repeats, _left_out)
     return out + [t for t in (make(analysis) for make in optional) if t]
 
 
@@ -120,9 +150,9 @@ def _interventions(a: Analysis) -> Table:
             str(len(v.runs)),
             v.floor.name if v.floor else "–",
             signed(v.delta),
-            decision_text(v),
+            outcome_css(decision_text(v), v.decision, v.decision_direction),
             signed_interval(v.ci),
-            verdict_text(v) + ("" if v.agrees else " *"),
+            outcome_css(verdict_text(v) + ("" if v.agrees_with_3sd_rule else " *"), v.verdict, v.direction),
             signed(v.z, 2),
         )
         for v in a.verdicts
@@ -137,7 +167,7 @@ def _interventions(a: Analysis) -> Table:
 
 
 def _disagreements(a: Analysis) -> Table | None:
-    rows = tuple((v.intervention, v.disagreement) for v in a.verdicts if v.disagreement)
+    rows = tuple((v.intervention, words.disagreement(v)) for v in a.verdicts if not v.agrees_with_3sd_rule)
     if not rows:
         return None
     return Table("disagreements", "Where the 3-SD rule and the decision disagree", ("intervention", "in plain words"), rows)
@@ -152,7 +182,7 @@ def _honest_numbers(a: Analysis) -> Table | None:
             loss(v.test_loss),
             interval(v.prediction_interval_997),
             percent(v.false_positive_rate_3sd),
-            f"{pvalue(v.primary.p_value)} {TEST_LABELS[v.primary.test]}" if v.primary else "–",
+            f"{pvalue(v.primary.pvalue)} {TEST_LABELS[v.primary.test]}" if v.primary else "–",
             pvalue(v.p_holm),
             evalue(v.e_value) + (" (signal)" if v.anytime_signal else ""),
             spread(v.margin_for_noise),
@@ -165,6 +195,51 @@ def _honest_numbers(a: Analysis) -> Table | None:
     return Table("statistics", "Interventions: the honest small-n numbers", columns, rows)
 
 
+def _decision_reasons(a: Analysis) -> Table | None:
+    rows = tuple((v.intervention, decision_text(v), words.decision_reason(v)) for v in a.verdicts)
+    return Table("decisions", "Why each decision", ("intervention", "decision", "because"), rows) if rows else None
+
+
+def _factorial_intervals(a: Analysis) -> Table | None:
+    if a.factorial is None or not a.factorial.terms:
+        return None
+    rows = tuple((t.term, f"{t.df:g}", signed_interval(t.ci)) for t in a.factorial.terms)
+    level = f"{100 * (1 - 2 * a.alpha):g}% CI (the decision's)"
+    return Table("factorial_intervals", "The factorial terms' decision intervals", ("term", "df", level), rows)
+
+
+def _tests(a: Analysis) -> Table | None:
+    rows = tuple(
+        (v.intervention, t.test, "–" if t.statistic is None else f"{t.statistic:.4g}",
+         "–" if t.df is None else f"{t.df:.4g}", signed(t.estimate, 5), spread(t.se), pvalue(t.pvalue),
+         str(v.n_compared), str(v.n_pairs), words.test_note(t) or "")
+        for v in a.verdicts for t in (v.prediction, v.welch, v.paired) if t is not None
+    )
+    if not rows:
+        return None
+    columns = ("intervention", "test", "t", "df", "estimate", "SE", "p", "runs compared", "pairs", "note")
+    return Table("tests", "The tests behind the p-values (t = estimate / SE; prediction: Δ / (SD·f) against t(df))",
+                 columns, rows)
+
+
+def _runs(a: Analysis) -> Table:
+    rows = tuple((f.name, ", ".join(f"{run} ({x:.6g})" for run, x in zip(f.runs, f.losses))) for f in a.floors)
+    rows += tuple((v.intervention, ", ".join(v.runs)) for v in a.verdicts)
+    return Table("runs", "Runs of each floor (test loss) and intervention", ("floor or intervention", "runs"), rows)
+
+
+def _models(a: Analysis) -> Table | None:
+    rows = ((("variance components", a.components.method_text),) if a.components else ()) + (
+        (("factorial effects", a.factorial.model),) if a.factorial else ())
+    return Table("models", "Models fitted", ("what", "model"), rows) if rows else None
+
+
+def _source(a: Analysis) -> Table:
+    r = a.results
+    row = (r.source, r.sha256, str(len(r.runs)), str(len(r.left_out)))
+    return Table("source", "Source", ("results file", "sha256", "rows used", "rows left out"), (row,))
+
+
 def _floor_choice(a: Analysis) -> Table | None:
     if not a.verdicts:
         return None
@@ -172,8 +247,8 @@ def _floor_choice(a: Analysis) -> Table | None:
         (
             v.intervention,
             "unknown" if v.same_init is None else str(v.same_init).lower(),
-            v.floor_reason,
-            "; ".join(v.notes) or "–",
+            words.floor_reason(v.floor_reason),
+            styled("; ".join(words.notes(v.notes)) or "–", "failure" if v.notes and v.notes[0].failure else ""),
         )
         for v in a.verdicts
     )
@@ -198,7 +273,7 @@ def _factorial(a: Analysis) -> Table | None:
         return None
     rows = tuple(
         (" = ".join((t.term, *t.aliases)), t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value),
-         pvalue(t.p_holm), t.decision, t.reading)
+         pvalue(t.p_holm), outcome_css(t.decision, t.decision, None), t.reading)
         for t in f.terms
     ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", why) for term, why in f.not_estimable)
     title = f"Do the improvements add up? (OLS on {f.n_runs} runs, {f.df_resid} residual df)"
@@ -223,7 +298,7 @@ def _repeats(a: Analysis) -> Table | None:
             r.stream,
             ", ".join(r.runs),
             ", ".join(f"{x:.6g}" for x in r.test_losses),
-            "identical: counted once" if r.identical else REPRODUCIBILITY_FAILURE,
+            "identical: counted once" if r.identical else styled(REPRODUCIBILITY_FAILURE, "failure"),
         )
         for r in a.results.repeats
     )
@@ -258,19 +333,11 @@ def plan_table(rows, effect: float, alpha: float, power: float) -> Table:
 
 
 def render_plan(table: Table, console) -> None:
-    console.print(_rich_table(table))
-
-
-def notes(analysis: Analysis) -> list[str]:
-    """The analysis-wide notes, including why variance components are missing."""
-    out = list(analysis.notes)
-    if analysis.components is None and analysis.components_note:
-        out.append(analysis.components_note)
-    return out
+    print_table(console, _rich_table(table), PROSE)
 
 
 def notes_markdown(analysis: Analysis) -> str:
-    items = notes(analysis)
+    items = words.analysis_notes(analysis)
     return "\n## Notes\n\n" + "".join(f"- {_md_cell(n)}\n" for n in items) if items else ""
 
 
@@ -319,34 +386,27 @@ def to_html(items: list[Table]) -> str:
 
 
 def _css(cell: str) -> str:
-    if cell.startswith(SIGNAL) and len(cell) < 20:  # a verdict or decision cell, not prose
-        return "better" if "better" in cell else "worse"
-    if cell == UNDECIDED:
-        return "undecided"
-    if cell.startswith(REPRODUCIBILITY_FAILURE):
-        return "failure"
-    return ""
+    return getattr(cell, "css", "")
 
 
-def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None) -> None:
+def render_rich(analysis: Analysis, console, keys: tuple[str, ...] | None = None, details: bool = False) -> None:
     """Print the tables (all, or those whose key is in `keys`) and notes to a rich console."""
     # rich: only for terminal output; --json, csv and markdown never load it
     from rich.markup import escape
     from rich.panel import Panel
 
-    if analysis.failure_notes:
-        text = "\n".join(analysis.failure_notes)
-        console.print(Panel(escape(text), title="reproducibility failure", style="bold red"))
-    for table in tables(analysis):
+    banner = words.failure_notes(analysis)
+    if banner:
+        console.print(Panel(escape("\n".join(banner)), title="reproducibility failure", style="bold red"))
+    for table in tables(analysis, details):
         if keys is not None and table.key not in keys:
             continue
         if len(table.rows) > LARGE_TABLE_ROWS:
             console.print(_plain_table(table), markup=False, highlight=False, soft_wrap=True)
         else:
-            console.print(_rich_table(table))
-    for note in notes(analysis):
-        if note not in analysis.failure_notes:
-            console.print(f"• {escape(note)}")
+            print_table(console, _rich_table(table), PROSE)
+    for note in words.other_notes(analysis):
+        console.print(f"• {escape(note)}")
 
 
 LARGE_TABLE_ROWS = 150  # rich lays out tables at ~10 ms a row; longer ones print as plain aligned text

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisefloor import atomic
-from noisefloor.report import figures
+from noisefloor.report import figures, words
 from noisefloor.report.tables import (
     Table,
     decision_text,
     interval,
-    notes,
     signed,
     signed_interval,
     tables,
@@ -84,9 +83,9 @@ def write_report(source: str | Path, out: str | Path, alpha: float = ALPHA, marg
     for name, (_, png) in pngs.items():
         atomic.write_bytes(folder / name, png)
     atomic.write_bytes(folder / "results.csv", data)
-    atomic.write_json(folder / "analysis.json", analysis.to_json())
+    atomic.write_json(folder / "analysis.json", words.analysis_json(analysis))
     items = tables(analysis)
-    extra = [n for n in notes(analysis) if n not in analysis.failure_notes] + curve_notes  # failures: the banner
+    extra = words.other_notes(analysis) + curve_notes  # failures: the banner
     atomic.write_text(folder / "report.md", _markdown(analysis, items, pngs, extra))
     atomic.write_text(folder / "report.html", _html(analysis, items, pngs, extra))
     return Written(
@@ -112,11 +111,12 @@ def _summary(analysis: Analysis) -> list[tuple[str, str]]:
     ]
     for v in analysis.verdicts:
         if v.floor is None or v.delta is None:
-            lines.append((v.intervention, f": {v.decision}: {v.notes[-1] if v.notes else v.floor_reason}"))
+            why = words.note(v.notes[-1]) if v.notes else words.floor_reason(v.floor_reason)
+            lines.append((v.intervention, f": {v.decision}: {why}"))
         else:
             z = "" if v.z is None else f", {signed(v.z, 2)} SD"
             ci = f"{100 * v.ci_level:g}% CI {signed_interval(v.ci)}"
-            three = f"3-SD rule: {verdict_text(v)}" + ("" if v.agrees else " (disagrees, see below)")
+            three = f"3-SD rule: {verdict_text(v)}" + ("" if v.agrees_with_3sd_rule else " (disagrees, see below)")
             lines.append(
                 (
                     v.intervention,
@@ -140,7 +140,7 @@ def _markdown(analysis: Analysis, items: list[Table], pngs: dict, extra: list[st
 
 
 def _failure_lines(analysis: Analysis, wrap) -> list[str]:
-    lines = [wrap(n) for n in analysis.failure_notes]
+    lines = [wrap(n) for n in words.failure_notes(analysis)]
     return lines + [""] if lines else []
 
 

@@ -1,9 +1,12 @@
 """Verdicts: each intervention against the floor that matches it, and the Analysis object.
 
 `analyse(path)` is the one entry point: CSV (or sweep directory) in, an
-`Analysis` out. `noisefloor classify` prints it, `--json` serialises
-`Analysis.to_json()`, and `noisefloor report` renders the same object, so
+`Analysis` out. `noisefloor classify` prints it, `--json` serialises it
+(`report.words.analysis_json`), and `noisefloor report` renders the same object, so
 every number in a report is the number `classify` computes from that CSV.
+
+Numbers and typed flags only: each finding is a `Note` (a `NoteKind` and its facts), the floor choice a
+`FloorReason`; report/words.py says them in words (terminal, Markdown, HTML and --json alike).
 
 Rules (documented in docs/method.md, "Which floor judges an intervention" and "Reading the numbers"):
 - same_init per run: from the same_init column (the sweep compares the tensors
@@ -33,9 +36,11 @@ from __future__ import annotations
 import difflib
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +68,91 @@ SDS = 3.0
 ALPHA = tests.ALPHA
 
 
-REPRODUCIBILITY_FAILURE = "REPRODUCIBILITY FAILURE"
+class NoteKind(str, Enum):
+    """What a note reports. Its facts (run names, counts, seeds) travel with it; report/words.py words it."""
+
+    # about one intervention
+    REPRODUCIBILITY_FAILURE = "reproducibility_failure"  # runs, init_seed, stream, losses
+    REPEATS_IDENTICAL = "repeats_identical"  # runs, init_seed, stream
+    SAME_INIT_CONFLICT = "same_init_conflict"  # run: same_init=false, yet its init_digest is the baseline's
+    SAME_INIT_MIXED = "same_init_mixed"
+    UNCHANGED_WEIGHTS = "unchanged_weights"  # same, comparable: final weights bit-identical to the baseline's
+    INIT_FLOOR_INSTEAD = "init_floor_instead"  # spread: whether the training-loop floor exists (without spread)
+    NO_FLOOR = "no_floor"  # floor_kind, most: the floor the intervention needs is missing
+    RUNS_LEFT_OUT = "runs_left_out"  # seeds: init seeds without a baseline run
+    NO_BASELINE_AT_INIT_SEED = "no_baseline_at_init_seed"
+    AVERAGED_PER_INIT_SEED = "averaged_per_init_seed"  # runs, values
+    ZERO_SPREAD = "zero_spread"  # floor, n, mean
+    NO_WELCH = "no_welch"
+    # about the whole file
+    REPRODUCIBILITY_FAILURES = "reproducibility_failures"  # count
+    REPEATS_CONFIRMED = "repeats_confirmed"  # count
+    SAME_INIT_UNKNOWN = "same_init_unknown"
+    FLOOR_ZERO_SPREAD = "floor_zero_spread"  # floor, n
+    ROWS_LEFT_OUT = "rows_left_out"  # count
+    POOLED_TRAIN_SD = "pooled_train_sd"  # floors, sd, df
+    NO_MARGIN = "no_margin"
+
+
+FAILURES = (NoteKind.REPRODUCIBILITY_FAILURE, NoteKind.REPRODUCIBILITY_FAILURES)
+
+
+@dataclass(frozen=True)
+class Note:
+    kind: NoteKind
+    facts: tuple[tuple[str, Any], ...] = ()
+
+    def __getitem__(self, key: str) -> Any:
+        return dict(self.facts)[key]
+
+    @property
+    def failure(self) -> bool:
+        return self.kind in FAILURES
+
+
+def note(kind: NoteKind, **facts) -> Note:
+    return Note(kind, tuple(facts.items()))
+
+
+class FloorChoice(str, Enum):
+    """How the floor of an intervention was chosen (report/words.py says why in words)."""
+
+    OWN_TRAIN_FLOOR = "own_train_floor"  # the training-loop floor at its init seed
+    BORROWED_TRAIN_SD = "borrowed_train_sd"  # without: seeds lacking a floor; own: whether one of its seeds has one
+    OWN_INIT_FLOOR = "own_init_floor"  # stream: the init floor at its training-stream setting
+    LARGEST_INIT_FLOOR = "largest_init_floor"  # streams: its settings, none with an init floor
+    NO_FLOOR = "no_floor"  # floor_kind: the floor that applies is missing
+
+
+@dataclass(frozen=True)
+class FloorReason:
+    choice: FloorChoice
+    same_init: bool | None
+    same_init_source: str
+    facts: tuple[tuple[str, Any], ...] = ()
+    per_seed_reference: bool = False  # each run compared with the baseline at its own init seed
+    pooled: PooledSD | None = None  # the training-loop SD pooled over init seeds
+
+    def __getitem__(self, key: str) -> Any:
+        return dict(self.facts)[key]
+
+
+# The --json keys of an intervention, in order. Each is a field or a DERIVED property of Verdict, an entry of
+# Verdict.test_values(), or one of the words report/words.py adds (decision_reason, disagreement, floor_reason, notes,
+# tests).
+JSON_KEYS = (
+    "intervention", "decision", "decision_direction", "decision_reason", "agrees_with_3sd_rule", "disagreement",
+    "ci", "ci_level", "margin", "margin_for_noise", "e_value", "anytime_signal", "n_runs", "runs", "init_seeds",
+    "streams", "test_loss", "same_init", "same_init_source", "floor", "floor_kind", "floor_reason", "verdict",
+    "direction", "reference", "delta", "z", "sd", "df", "n_compared", "band_3sd", "prediction_interval_997",
+    "false_positive_rate_3sd", "p_prediction", "p_welch", "p_paired", "n_pairs", "delta_matched", "test", "p_value",
+    "p_holm", "tests", "notes",
+)
+DERIVED = (
+    "ci_level", "ci", "margin_for_noise", "decision", "decision_direction", "agrees_with_3sd_rule", "anytime_signal",
+    "floor_kind", "z", "direction", "band_3sd", "prediction_interval_997", "false_positive_rate_3sd",
+)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -76,7 +165,7 @@ class Verdict:
     same_init_source: str
     verdict: str
     floor: Floor | None = None
-    floor_reason: str = ""
+    floor_reason: FloorReason | None = None
     reference: float | None = None  # baseline value the runs are compared with (mean over runs)
     delta: float | None = None  # test_loss - reference
     sd: float | None = None
@@ -88,7 +177,7 @@ class Verdict:
     n_pairs: int = 0  # runs with a baseline run at the same init seed and stream
     delta_matched: float | None = None  # mean of (run - that baseline run) over the n_pairs
     p_holm: float | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
     df: int | None = None  # degrees of freedom of sd (summed over init seeds when the SD is pooled)
     e_value: float | None = None  # anytime-valid evidence of an effect (stats/sequential.py)
     alpha: float = ALPHA
@@ -102,7 +191,7 @@ class Verdict:
     @cached_property
     def ci(self) -> tuple[float, float] | None:
         """(1 - 2 alpha) confidence interval of the effect, from the test that fits the design (`primary`)."""
-        return self.primary.interval(self.ci_level) if self.primary else None
+        return self.primary.confidence_interval(self.ci_level) if self.primary else None
 
     @property
     def margin_for_noise(self) -> float | None:
@@ -125,36 +214,9 @@ class Verdict:
         return "better" if self.primary.estimate < 0 else "worse"
 
     @property
-    def decision_reason(self) -> str:
-        if self.primary is None or self.p_holm is None:
-            return "no test could be made (no usable floor or no spread)"
-        p = f"Holm p = {self.p_holm:.3g} ({self.primary.test} test)"
-        if self.decision == SIGNAL:
-            return f"{p} < α = {self.alpha:g}"
-        if self.ci is None:
-            return f"{p} ≥ α = {self.alpha:g}; no interval"
-        ci = f"{100 * self.ci_level:g}% CI of Δ [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}]"
-        if self.decision == NOISE:
-            return f"{ci} lies inside ±{self.margin:g} (equivalence at α = {self.alpha:g}); {p}"
-        if self.margin is None:
-            margin = f"no --margin given (a margin > {self.margin_for_noise:.4f} would call it noise)"
-        else:
-            margin = f"not inside ±{self.margin:g} (noise needs a margin > {self.margin_for_noise:.4f})"
-        return f"{p} ≥ α = {self.alpha:g}; {ci}: {margin}"
-
-    @property
-    def agrees(self) -> bool:
+    def agrees_with_3sd_rule(self) -> bool:
         """Whether the 3-SD rule and the decision say the same (the 3-SD 'noise' claims what only 'noise' may)."""
         return self.verdict == self.decision and self.direction == self.decision_direction
-
-    @property
-    def disagreement(self) -> str | None:
-        """The two verdicts' difference in plain words, or None when they agree."""
-        if self.agrees:
-            return None
-        three = f"3-SD rule: {self.verdict}" + (f" ({self.direction})" if self.direction else "")
-        decided = f"decision: {self.decision}" + (f" ({self.decision_direction})" if self.decision_direction else "")
-        return f"{three}, but {decided}, because {self.decision_reason}"
 
     @property
     def anytime_signal(self) -> bool | None:
@@ -201,57 +263,31 @@ class Verdict:
     def primary(self) -> tests.TestResult | None:
         """The test whose p-value enters the Holm correction: paired, else Welch, else prediction."""
         for result in (self.paired, self.welch, self.prediction):
-            if result is not None and result.p_value is not None:
+            if result is not None and result.pvalue is not None:
                 return result
         return None
 
-    def to_json(self) -> dict:
-        primary = self.primary
+    @property
+    def tests_made(self) -> dict[str, tests.TestResult]:
+        """The tests made, by name, in the order --json lists them."""
+        return {t.test: t for t in (self.prediction, self.welch, self.paired) if t is not None}
+
+    def test_values(self) -> dict[str, Any]:
+        """The run count and the tests' p-values as --json lists them."""
+        primary, by_name = self.primary, self.tests_made
         return {
-            "intervention": self.intervention,
-            "decision": self.decision,
-            "decision_direction": self.decision_direction,
-            "decision_reason": self.decision_reason,
-            "agrees_with_3sd_rule": self.agrees,
-            "disagreement": self.disagreement,
-            "ci": _pair(self.ci),
-            "ci_level": self.ci_level,
-            "margin": self.margin,
-            "margin_for_noise": self.margin_for_noise,
-            "e_value": self.e_value,
-            "anytime_signal": self.anytime_signal,
             "n_runs": len(self.runs),
-            "runs": list(self.runs),
-            "init_seeds": list(self.init_seeds),
-            "streams": list(self.streams),
-            "test_loss": self.test_loss,
-            "same_init": self.same_init,
-            "same_init_source": self.same_init_source,
-            "floor": self.floor.name if self.floor else None,
-            "floor_kind": self.floor_kind,
-            "floor_reason": self.floor_reason,
-            "verdict": self.verdict,
-            "direction": self.direction,
-            "reference": self.reference,
-            "delta": self.delta,
-            "z": self.z,
-            "sd": self.sd,
-            "df": self.df,
-            "n_compared": self.n_compared,
-            "band_3sd": _pair(self.band_3sd),
-            "prediction_interval_997": _pair(self.prediction_interval_997),
-            "false_positive_rate_3sd": self.false_positive_rate_3sd,
-            "p_prediction": self.prediction.p_value if self.prediction else None,
-            "p_welch": self.welch.p_value if self.welch else None,
-            "p_paired": self.paired.p_value if self.paired else None,
-            "n_pairs": self.n_pairs,
-            "delta_matched": self.delta_matched,
+            **{f"p_{name}": by_name[name].pvalue if name in by_name else None for name in ("prediction", "welch", "paired")},
             "test": primary.test if primary else None,
-            "p_value": primary.p_value if primary else None,
-            "p_holm": self.p_holm,
-            "tests": {t.test: t.to_json() for t in (self.prediction, self.welch, self.paired) if t is not None},
-            "notes": list(self.notes),
+            "p_value": primary.pvalue if primary else None,
         }
+
+    def to_json(self, words: dict[str, Any]) -> dict:
+        """The --json object: JSON_KEYS from the fields, DERIVED, test_values() and `words` (the prose, and the
+        tests with their notes in words)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)} | {name: getattr(self, name) for name in DERIVED}
+        values |= self.test_values() | words
+        return {key: plain(values[key]) for key in JSON_KEYS}
 
 
 @dataclass(frozen=True)
@@ -264,7 +300,7 @@ class Analysis:
     components: Components | None
     components_note: str | None
     factorial: Factorial | None
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
     pooled_train: PooledSD | None = None
     alpha: float = ALPHA
     margin: float | None = None
@@ -274,34 +310,12 @@ class Analysis:
         return [r for r in self.results.repeats if not r.identical]
 
     @property
-    def failure_notes(self) -> list[str]:
+    def failure_notes(self) -> list[Note]:
         """The notes every rendering shows first, as a banner, and not again among the others."""
-        return [n for n in self.notes if n.startswith(REPRODUCIBILITY_FAILURE)]
+        return [n for n in self.notes if n.failure]
 
     def floor(self, name: str) -> Floor:
         return next(f for f in self.floors if f.name == name)
-
-    def to_json(self) -> dict:
-        r = self.results
-        return _finite(
-            {
-                "schema": SCHEMA,
-                "source": r.source,
-                "sha256": r.sha256,
-                "n_rows_used": len(r.runs),
-                "alpha": self.alpha,
-                "margin": self.margin,
-                "notes": list(self.notes),
-                "left_out": [asdict(x) for x in r.left_out],
-                "repeats": [asdict(x) | {"identical": x.identical} for x in r.repeats],
-                "floors": [f.to_json() for f in self.floors],
-                "pooled_training_loop_sd": self.pooled_train.to_json() if self.pooled_train else None,
-                "interventions": [v.to_json() for v in self.verdicts],
-                "variance_components": self.components.to_json() if self.components else None,
-                "variance_components_note": self.components_note,
-                "factorial": self.factorial.to_json() if self.factorial else None,
-            }
-        )
 
 
 def analyse(path: str | Path, alpha: float = ALPHA, margin: float | None = None) -> Analysis:
@@ -391,7 +405,7 @@ class _Baseline:
         )
 
 
-def _same_init_of_cell(cell, digests: dict[int, set[str]]) -> tuple[bool | None, str, str | None]:
+def _same_init_of_cell(cell, digests: dict[int, set[str]]) -> tuple[bool | None, str, Note | None]:
     """(same_init, source, conflict note) for one intervention cell.
 
     The same_init column wins: `noisefloor sweep` compares the tensors a run
@@ -403,7 +417,7 @@ def _same_init_of_cell(cell, digests: dict[int, set[str]]) -> tuple[bool | None,
     if cell.same_init is not None:
         conflict = None
         if cell.same_init is False and cell.init_digest and cell.init_digest in known:
-            conflict = f"run {cell.runs[0]}: same_init=false, yet its init_digest equals the baseline's; using the column"
+            conflict = note(NoteKind.SAME_INIT_CONFLICT, run=cell.runs[0])
         return cell.same_init, "same_init column", conflict
     if cell.init_digest and len(known) == 1:
         return cell.init_digest in known, "init_digest", None
@@ -418,7 +432,7 @@ def _by_intervention(cells: pd.DataFrame) -> dict[str, list]:
     return out
 
 
-def _same_init(group: list, digests) -> tuple[bool | None, str, list[str]]:
+def _same_init(group: list, digests) -> tuple[bool | None, str, list[Note]]:
     found = [_same_init_of_cell(cell, digests) for cell in group]
     notes = [conflict for _, _, conflict in found if conflict]
     values = {value for value, _, _ in found}
@@ -427,7 +441,7 @@ def _same_init(group: list, digests) -> tuple[bool | None, str, list[str]]:
         return values.pop(), " and ".join(sources), notes
     if None in values:
         return None, "unknown", notes
-    notes.append("its runs disagree on same_init (some share the baseline's initial weights, some do not)")
+    notes.append(note(NoteKind.SAME_INIT_MIXED))
     return None, "mixed", notes
 
 
@@ -451,111 +465,79 @@ def _judge(name: str, group: list, ctx: _Baseline) -> Verdict:
             return judged
         # Knowing the runs share the baseline's initial weights must not lose the verdict: the init
         # floor holds the training-loop noise too (and more), so judging against it stays valid.
-        lacking = "has no spread" if judged.floor else "is missing"
-        notes = notes + [f"the training-loop floor {lacking}: judged against the init floor instead (conservative)"]
+        notes = notes + [note(NoteKind.INIT_FLOOR_INSTEAD, spread=judged.floor is not None)]
         return _against_init_floor(verdict, group, ctx, notes)
     return _against_init_floor(verdict, group, ctx, notes)
 
 
-def _unchanged_note(group: list, ctx: _Baseline) -> list[str]:
+def _unchanged_note(group: list, ctx: _Baseline) -> list[Note]:
     """Runs whose final weights are bit-identical to the baseline's at the same seeds changed nothing at all."""
     comparable = [c for c in group if c.final_digest and (int(c.init_seed), c.stream) in ctx.final_by_cell]
     same = [c for c in comparable if ctx.final_by_cell[(int(c.init_seed), c.stream)] == c.final_digest]
     if not same:
         return []
-    return [
-        f"final weights bit-identical to the baseline's at the same seeds in {len(same)} of {len(comparable)} "
-        "comparable run(s): the intervention did not change training there at all (e.g. gradients never "
-        "reached the clipping norm)"
-    ]
+    return [note(NoteKind.UNCHANGED_WEIGHTS, same=len(same), comparable=len(comparable))]
 
 
-def _repeat_note(repeat) -> str:
-    where = f"init_seed={repeat.init_seed}, {repeat.stream}"
+def _repeat_note(repeat) -> Note:
+    where = dict(runs=tuple(repeat.runs), init_seed=repeat.init_seed, stream=repeat.stream)
     if repeat.identical:
-        return f"runs {', '.join(repeat.runs)} ({where}) are repeats with identical loss: counted once"
-    losses = ", ".join(f"{v:.6g}" for v in repeat.test_losses)
-    return (
-        f"{REPRODUCIBILITY_FAILURE}: runs {', '.join(repeat.runs)} ({where}) repeat the same configuration "
-        f"but gave different losses ({losses}); their mean is used"
-    )
+        return note(NoteKind.REPEATS_IDENTICAL, **where)
+    return note(NoteKind.REPRODUCIBILITY_FAILURE, **where, losses=tuple(repeat.test_losses))
 
 
-NEEDS = {  # kind -> (floor name, what its runs share and vary, what "share" counts)
-    TRAIN: ("training-loop", "the same init seed and different training streams", "an init seed"),
-    INIT: ("init", "different init seeds and the same train_seed setting", "a setting"),
-}
+def _no_floor(verdict: Verdict, notes: list[Note], kind: str, most: int) -> Verdict:
+    notes = tuple(notes + [note(NoteKind.NO_FLOOR, floor_kind=kind, most=most)])
+    return replace(verdict, floor_reason=_reason(verdict, FloorChoice.NO_FLOOR, floor_kind=kind), notes=notes)
 
 
-def _no_floor(verdict: Verdict, why: str, notes: list[str], kind: str, most: int) -> Verdict:
-    name, needs, share = NEEDS[kind]
-    missing = f"no {name} floor (needs >= 2 baseline runs with {needs}; at most {most} baseline run(s) share {share})"
-    notes = tuple(notes + [f"undecided: {missing}"])
-    return replace(verdict, floor_reason=f"{why}, so the {name} floor applies", notes=notes)
+def _reason(verdict: Verdict, choice: FloorChoice, per_seed_reference: bool = False, pooled: PooledSD | None = None,
+            **facts) -> FloorReason:
+    return FloorReason(choice, verdict.same_init, verdict.same_init_source, tuple(facts.items()), per_seed_reference,
+                       pooled)
 
 
 def _against_train_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
-    why = f"initial weights are the baseline's (same_init from the {verdict.same_init_source})"
     train_floors = ctx.train_floors
     seeds = verdict.init_seeds
     without = [s for s in seeds if s not in train_floors]
     own = largest(train_floors[s] for s in seeds if s in train_floors)
     floor = own or largest(train_floors.values())
     if floor is None:
-        return _no_floor(verdict, why, notes, TRAIN, ctx.most_per_init)
+        return _no_floor(verdict, notes, TRAIN, ctx.most_per_init)
+    pooled = ctx.pooled if ctx.pooled and ctx.pooled.sd > 0 else None
+    sd, df = (pooled.sd, pooled.df) if pooled else (floor.sd, floor.df)
+    common = dict(per_seed_reference=len(seeds) > 1, pooled=pooled)
     if not without:
-        reason = f"{why}: training-loop floor at its init seed"
+        reason = _reason(verdict, FloorChoice.OWN_TRAIN_FLOOR, **common)
     else:
-        reason = (
-            f"{why}: no training-loop floor at init seed(s) {_seeds(without)}; training-loop SD "
-            f"{'from' if own else 'borrowed from'} init_seed={floor.init_seed} (assumed equal at every init seed)"
-        )
-    if len(seeds) > 1:
-        reason += "; each run compared with the baseline at its own init seed"
-    pooled = ctx.pooled
-    if pooled and pooled.sd > 0:
-        reason += f"; SD pooled over the {len(pooled.floors)} training-loop floors (df = {pooled.df})"
-        sd, df = pooled.sd, pooled.df
-    else:
-        sd, df = floor.sd, floor.df
+        reason = _reason(verdict, FloorChoice.BORROWED_TRAIN_SD, **common, without=tuple(without), own=own is not None,
+                         from_seed=floor.init_seed)
     verdict = replace(verdict, floor=floor, floor_reason=reason, sd=sd, df=df)
     missing = sorted({int(c.init_seed) for c in group if int(c.init_seed) not in ctx.by_init})
     if missing:
-        notes = notes + [f"runs at init seed(s) {_seeds(missing)} left out: no baseline run at that init seed"]
+        notes = notes + [note(NoteKind.RUNS_LEFT_OUT, seeds=tuple(missing))]
     used = [c for c in group if int(c.init_seed) in ctx.by_init]
     if not used:
-        return replace(verdict, notes=tuple(notes + ["undecided: no baseline run at its init seed(s)"]))
+        return replace(verdict, notes=tuple(notes + [note(NoteKind.NO_BASELINE_AT_INIT_SEED)]))
     return _compare(verdict, used, [int(c.init_seed) for c in used], ctx.by_init, ctx, notes)
 
 
 def _against_init_floor(verdict: Verdict, group, ctx: _Baseline, notes) -> Verdict:
-    if verdict.same_init is False:
-        why = f"initial weights differ from the baseline's (same_init from the {verdict.same_init_source})"
-    elif verdict.same_init:
-        why = (f"initial weights are the baseline's (same_init from the {verdict.same_init_source}), "
-               "but no training-loop floor with spread exists")
-    else:
-        why = "same_init unknown (no same_init or init_digest for its runs): the init floor is the conservative choice"
     init_floors = {f.stream: f for f in ctx.floors if f.kind == INIT}
     streams = verdict.streams
     own = init_floors.get(streams[0]) if len(streams) == 1 else None
     floor = own or largest(init_floors.values(), prefer=lambda f: f.stream == NO_RESEED)
     if floor is None:
-        return _no_floor(verdict, why, notes, INIT, ctx.most_per_stream)
+        return _no_floor(verdict, notes, INIT, ctx.most_per_stream)
     if own:
-        reason = f"{why}; init floor with the same training-stream setting ({streams[0]})"
+        reason = _reason(verdict, FloorChoice.OWN_INIT_FLOOR, stream=streams[0])
     else:
-        reason = (
-            f"{why}; no init floor with its training-stream setting ({', '.join(streams)}), "
-            f"using the largest init floor ({floor.stream})"
-        )
+        reason = _reason(verdict, FloorChoice.LARGEST_INIT_FLOOR, streams=tuple(streams), floor_stream=floor.stream)
     verdict = replace(verdict, floor=floor, floor_reason=reason)
     seeds = _per_init_seed(group)
     if len(seeds) < len(group):
-        notes = notes + [
-            f"its {len(group)} runs are averaged per init seed into {len(seeds)} value(s): runs sharing an init seed "
-            "differ only by the training loop, so each init seed is one draw from the init floor"
-        ]
+        notes = notes + [note(NoteKind.AVERAGED_PER_INIT_SEED, runs=len(group), values=len(seeds))]
     verdict = replace(verdict, sd=floor.sd, df=floor.df)
     return _compare(verdict, seeds, ["floor"] * len(seeds), {"floor": (floor.mean, floor.n)}, ctx, notes, pair=False)
 
@@ -600,10 +582,7 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
     sd = verdict.sd
     if not sd:
         outcome = UNDECIDED
-        notes = notes + [
-            f"undecided: floor {floor.name} has zero spread (all {floor.n} runs gave {floor.mean:.6g}); "
-            "the seeds it varies do not change the result, so it cannot separate signal from noise"
-        ]
+        notes = notes + [note(NoteKind.ZERO_SPREAD, floor=floor.name, n=floor.n, mean=floor.mean)]
     else:
         outcome = SIGNAL if abs(delta) > SDS * sd else NOISE
     welch = paired = None
@@ -612,7 +591,7 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
         if own_floor:
             welch = tests.welch(xs, list(floor.losses))
         else:
-            notes = notes + ["no Welch test: its runs span init seeds and the floor holds one (see the paired test)"]
+            notes = notes + [note(NoteKind.NO_WELCH)]
     keyed = [((int(c.init_seed), c.stream), x) for c, x in zip(used, xs)]
     pairs = [(x, ctx.by_cell[key]) for key, x in keyed if key in ctx.by_cell] if pair else []
     if len(pairs) >= 2:
@@ -642,64 +621,52 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
 
 def _holm(verdicts: list[Verdict]) -> list[Verdict]:
     tested = [i for i, v in enumerate(verdicts) if v.primary is not None]
-    adjusted = tests.holm([verdicts[i].primary.p_value for i in tested])
+    adjusted = tests.holm([verdicts[i].primary.pvalue for i in tested])
     out = list(verdicts)
     for i, p in zip(tested, adjusted):
         out[i] = replace(out[i], p_holm=p)
     return out
 
 
-def _notes(results: Results, floors, verdicts, margin: float | None, pooled: PooledSD | None) -> list[str]:
+def _notes(results: Results, floors, verdicts, margin: float | None, pooled: PooledSD | None) -> list[Note]:
     notes = []
-    failures = [r for r in results.repeats if not r.identical]
+    failures = sum(1 for r in results.repeats if not r.identical)
     if failures:
-        notes.append(
-            f"{REPRODUCIBILITY_FAILURE}: {len(failures)} set(s) of repeated runs gave different losses "
-            "(same intervention, init seed and training stream); the runs are not deterministic"
-        )
+        notes.append(note(NoteKind.REPRODUCIBILITY_FAILURES, count=failures))
     confirmed = sum(1 for r in results.repeats if r.identical)
     if confirmed:
-        notes.append(f"{confirmed} set(s) of repeated runs gave identical losses: repeatability confirmed, counted once")
+        notes.append(note(NoteKind.REPEATS_CONFIRMED, count=confirmed))
     if any(v.same_init_source == "unknown" for v in verdicts):
-        notes.append(
-            "same_init unknown for some interventions (no same_init or init_digest): they are judged against "
-            "the init floor, the conservative choice; add same_init or init_digest to use the training-loop floor"
-        )
-    for floor in floors:
-        if floor.constant:
-            notes.append(
-                f"floor {floor.name} has zero spread: its {floor.n} runs have identical losses, so varying "
-                "those seeds changed nothing; verdicts against it are undecided"
-            )
+        notes.append(note(NoteKind.SAME_INIT_UNKNOWN))
+    notes += [note(NoteKind.FLOOR_ZERO_SPREAD, floor=f.name, n=f.n) for f in floors if f.constant]
     if results.left_out:
-        notes.append(f"{len(results.left_out)} row(s) left out because their status is not 'done'")
+        notes.append(note(NoteKind.ROWS_LEFT_OUT, count=len(results.left_out)))
     if pooled is not None:
-        notes.append(
-            f"training-loop SD pooled over the {len(pooled.floors)} training-loop floors: {pooled.sd:.5f} with "
-            f"{pooled.df} degrees of freedom (the SD is assumed the same at every init seed)"
-        )
+        notes.append(note(NoteKind.POOLED_TRAIN_SD, floors=len(pooled.floors), sd=pooled.sd, df=pooled.df))
     if margin is None and verdicts:
-        notes.append(
-            "no equivalence margin given (--margin, nats/token): no intervention can be decided noise; "
-            "each undecided one shows the smallest margin that would have called it noise"
-        )
+        notes.append(note(NoteKind.NO_MARGIN))
     return notes
 
 
-def _seeds(seeds) -> str:
-    return ", ".join(str(s) for s in seeds)
+def plain(value):
+    """A value as JSON holds it: tuples as lists, a floor by its name, an enum by its value."""
+    if isinstance(value, Floor):
+        return value.name
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [plain(x) for x in value]
+    if isinstance(value, dict):
+        return {key: plain(x) for key, x in value.items()}
+    return value
 
 
-def _pair(pair):
-    return None if pair is None else [pair[0], pair[1]]
-
-
-def _finite(obj):
+def finite(obj):
     """JSON has no NaN/inf: replace them by null, recursively."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {key: _finite(value) for key, value in obj.items()}
+        return {key: finite(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(value) for value in obj]
+        return [finite(value) for value in obj]
     return obj

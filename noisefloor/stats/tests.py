@@ -1,7 +1,7 @@
 """Significance tests beside the 3-SD heuristic: Welch, paired, prediction, Holm, power.
 
 All two-sided. A test whose statistic is undefined (no spread in the data)
-returns p = None and says why, rather than a misleading 0 or NaN.
+returns p = None and a code saying why (`Undefined`), rather than a misleading 0 or NaN.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from enum import Enum
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import special
@@ -30,25 +31,47 @@ def t_ppf(q: float, df: float) -> float:
     return float(special.stdtrit(df, q))
 
 
+class Undefined(str, Enum):
+    """Why a test has no statistic (report/words.py says it in words)."""
+
+    NO_SPREAD = "no_spread"  # neither sample varies
+    EQUAL_DIFFERENCES = "equal_differences"  # every paired difference is the same
+    FLOOR_WITHOUT_SPREAD = "floor_without_spread"  # the floor's SD is 0
+
+
+class ConfidenceInterval(NamedTuple):
+    """As scipy's: a (low, high) pair with names."""
+
+    low: float
+    high: float
+
+
 @dataclass(frozen=True)
 class TestResult:
+    """A two-sided t-test, shaped like scipy's results: `statistic`, `pvalue`, `df`, `confidence_interval()`."""
+
     test: str  # "paired", "welch" or "prediction"
     statistic: float | None
     df: float | None
-    p_value: float | None
-    note: str | None = None
+    pvalue: float | None
+    undefined: Undefined | None = None
     estimate: float | None = None  # the difference the test is about (intervention - baseline)
     se: float | None = None  # its standard error; statistic = estimate / se
 
-    def interval(self, level: float) -> tuple[float, float] | None:
-        """Two-sided `level` confidence interval of the estimate: estimate ± t_{(1+level)/2, df} · se."""
-        if self.p_value is None or self.estimate is None or self.se is None:
+    def confidence_interval(self, confidence_level: float = 0.95) -> ConfidenceInterval | None:
+        """Two-sided interval of the estimate: estimate ± t_{(1+level)/2, df} · se (None when the test is undefined)."""
+        if self.pvalue is None or self.estimate is None or self.se is None:
             return None
-        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
-        return (self.estimate - half, self.estimate + half)
+        half = t_ppf(0.5 + confidence_level / 2.0, self.df) * self.se
+        return ConfidenceInterval(self.estimate - half, self.estimate + half)
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+    def to_json(self, note: str | None) -> dict:
+        """`note`: why the test is undefined, in words. The --json keys predate the scipy names: "p_value"."""
+        out = dataclasses.asdict(self) | {"undefined": note}
+        return {JSON_NAMES.get(key, key): value for key, value in out.items()}
+
+
+JSON_NAMES = {"pvalue": "p_value", "undefined": "note"}
 
 
 def has_spread(values: Sequence[float]) -> bool:
@@ -70,7 +93,7 @@ def welch(intervention: Sequence[float], floor: Sequence[float]) -> TestResult:
     """
     scale = max(abs(v) for v in [*intervention, *floor])
     if not (_spread(intervention, scale) or _spread(floor, scale)):
-        return TestResult("welch", None, None, None, "no spread in either sample: the t-test is undefined")
+        return TestResult("welch", None, None, None, Undefined.NO_SPREAD)
     a, b = (_variance(v) / len(v) for v in (intervention, floor))
     df = (a + b) ** 2 / (a * a / (len(intervention) - 1) + b * b / (len(floor) - 1))
     return _t_test("welch", _mean(intervention) - _mean(floor), math.sqrt(a + b), df)
@@ -80,7 +103,7 @@ def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResu
     """Paired t-test on intervention - baseline at the same init seed and training stream (closed form)."""
     differences = [a - b for a, b in zip(intervention, baseline, strict=True)]
     if not _spread(differences, max(abs(v) for v in [*intervention, *baseline])):
-        return TestResult("paired", None, None, None, "all paired differences are equal: the t-test is undefined")
+        return TestResult("paired", None, None, None, Undefined.EQUAL_DIFFERENCES)
     n = len(differences)
     return _t_test("paired", _mean(differences), math.sqrt(_variance(differences) / n), n - 1)
 
@@ -103,7 +126,7 @@ def _variance(values: Sequence[float]) -> float:
 def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
     """The test behind the 3-SD verdict: delta / (sd · factor) ~ t(df) when there is no effect."""
     if sd == 0:
-        return TestResult("prediction", None, df, None, "the floor has no spread: the test is undefined")
+        return TestResult("prediction", None, df, None, Undefined.FLOOR_WITHOUT_SPREAD)
     statistic = delta / (sd * factor)
     return TestResult("prediction", statistic, df, 2.0 * t_sf(abs(statistic), df), None, delta, sd * factor)
 
