@@ -328,6 +328,11 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cancel", metavar="SWEEP_DIR", help="slurm: cancel the folder's queued and running jobs and exit")
     p.add_argument("--init-seeds", type=_seed_list, help="weight-init seeds, e.g. 42,22,67 (default: noisefloor.toml's)")
     p.add_argument("--train-seeds", type=_seed_list, help="training re-seeds crossed with every init seed (default: no re-seed)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="add init seeds in rounds (to each undecided intervention and the baseline) until each is "
+                        "decided (anytime-valid e-value for signal; noise only at --max-seeds) or has --max-seeds")
+    p.add_argument("--max-seeds", type=_positive_int, metavar="N", help="with --until-decided: the most init seeds per intervention")
+    _decision_arguments(p)
     _executor_arguments(p)
 
 
@@ -339,6 +344,17 @@ def _reseed_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(plan, out, args: argparse.Namespace) -> int:
+    summary = _execute(plan, out, args)
+    _print_sweep_summary(summary)
+    if args.detach:
+        print(f"submitted to Slurm: {len(summary.trained)} runs; watch: noisefloor status {summary.path}   "
+              f"collect: noisefloor sweep {summary.path}   cancel: noisefloor sweep --cancel {summary.path}")
+        return 1 if any(r.status in ("failed", "diverged") for r in summary.records) else 0
+    return 0 if summary.ok else 1
+
+
+def _execute(plan, out, args: argparse.Namespace):
+    """Train a plan into `out` (reusing its done runs) with the live view unless --quiet: the sweep's summary."""
     from noisefloor.report.live import SweepView
     from noisefloor.sweep import slurm
     from noisefloor.sweep.runner import SweepOptions, run_sweep
@@ -351,18 +367,11 @@ def _run_plan(plan, out, args: argparse.Namespace) -> int:
                            partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time,
                            slurm_args=slurm.sbatch_args(args.slurm_args), detach=args.detach)
     if args.quiet:
-        summary = run_sweep(plan, out, options)
-    else:
-        from pathlib import Path
+        return run_sweep(plan, out, options)
+    from pathlib import Path
 
-        with SweepView(Path(out) / "runs", _console(stderr=True)) as view:
-            summary = run_sweep(plan, out, options, view, view.tick)
-    _print_sweep_summary(summary)
-    if args.detach:
-        print(f"submitted to Slurm: {len(summary.trained)} runs; watch: noisefloor status {summary.path}   "
-              f"collect: noisefloor sweep {summary.path}   cancel: noisefloor sweep --cancel {summary.path}")
-        return 1 if any(r.status in ("failed", "diverged") for r in summary.records) else 0
-    return 0 if summary.ok else 1
+    with SweepView(Path(out) / "runs", _console(stderr=True)) as view:
+        return run_sweep(plan, out, options, view, view.tick)
 
 
 def _print_sweep_summary(summary) -> None:
@@ -407,10 +416,39 @@ def _study_plan(kind: str, args: argparse.Namespace):
     if resolved.notice:
         print(f"noisefloor {kind}: {resolved.notice}", file=sys.stderr)
     args.jobs = args.jobs or resolved.jobs
+    until_decided = getattr(args, "until_decided", False)
+    if until_decided:
+        from noisefloor.sweep.until_decided import study_seeds
+
+        study_seeds(resolved.plan, args.max_seeds)  # a mistake is one line before anything is planned or trained
     if args.dry_run:
         _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
+        if until_decided:
+            from noisefloor.sweep.rounds import seed_sequence
+
+            sequence = seed_sequence(study_seeds(resolved.plan, args.max_seeds), args.max_seeds)
+            print(f"then, until decided: init seeds {', '.join(map(str, sequence))} (at most {args.max_seeds} "
+                  "per intervention), one more per round to each undecided intervention and the baseline")
         return 0
+    if until_decided:
+        return _until_decided(resolved, args)
     return _run_plan(resolved.plan, resolved.out, args)
+
+
+def _until_decided(resolved, args: argparse.Namespace) -> int:
+    from noisefloor.report import tables
+    from noisefloor.sweep.until_decided import run_until_decided
+
+    result = run_until_decided(resolved.plan, resolved.out, args.max_seeds, args.alpha, args.margin,
+                               lambda plan: _execute(plan, resolved.out, args), print)
+    _print_sweep_summary(result.summary)
+    if result.analysis is None:  # a round ended with failed runs: their lines are above
+        return 1
+    console = _console()
+    tables.render_rich(result.analysis, console)
+    tables.render_plan(tables.until_decided_table(result), console)  # a plain table, as plan's
+    print(f"written: {result.record}")
+    return 0
 
 
 def _design_arguments(p: argparse.ArgumentParser) -> None:
@@ -474,6 +512,17 @@ def _sweep(args: argparse.Namespace) -> int:
                             "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
         out = args.out or f"sweeps/{plan.name}"
+    if args.max_seeds and not args.until_decided:
+        raise UserError("--max-seeds goes with --until-decided, e.g. --until-decided --max-seeds 10")
+    if args.until_decided:
+        if not args.max_seeds:
+            raise UserError("--until-decided needs a limit: add --max-seeds N (the most init seeds per intervention)")
+        if args.spec:
+            raise UserError("--until-decided grows a study's init seeds (flags or noisefloor.toml); a spec file or "
+                            "sweep folder fixes its own: drop it, e.g. noisefloor sweep --init-seeds 42,22 "
+                            "--interventions grad-clip --until-decided --max-seeds 10")
+        if args.detach:
+            raise UserError("--until-decided waits for each round to decide the next; drop --detach")
     if args.spec:
         if args.dry_run:
             from pathlib import Path

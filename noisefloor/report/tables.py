@@ -72,7 +72,7 @@ def kind_text(kind: str) -> str:
     return "training loop" if kind == TRAIN else "init"
 
 
-PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses", "in plain words"}  # columns that may wrap in a terminal
+PROSE = {"floor chosen because", "notes", "why", "reading", "runs", "runs differ in", "test losses", "in plain words"}  # columns that may wrap in a terminal
 TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
 
 
@@ -259,6 +259,16 @@ def plan_table(rows, effect: float, alpha: float, power: float) -> Table:
 
 def render_plan(table: Table, console) -> None:
     console.print(_rich_table(table))
+
+
+def until_decided_table(result) -> Table:
+    """`sweep --until-decided`'s stopping verdict per intervention (result: sweep/until_decided.UntilDecided)."""
+    rows = tuple((o.intervention, o.state, str(o.seeds), evalue(o.e_value), f"{o.threshold:g}", o.reason)
+                 for o in result.outcomes)
+    margin = "no margin" if result.margin is None else f"margin ±{result.margin:g}"
+    title = (f"Until decided (error-controlled under optional stopping; alpha {result.alpha:g}, {margin}, "
+             f"at most {result.max_seeds} seeds)")
+    return Table("until_decided", title, ("intervention", "stopped on", "seeds", "e-value", "needed", "why"), rows)
 
 
 def notes(analysis: Analysis) -> list[str]:
