@@ -439,7 +439,8 @@ def _until_decided(resolved, args: argparse.Namespace) -> int:
     from noisefloor.report import tables
     from noisefloor.sweep.until_decided import run_until_decided
 
-    result = run_until_decided(resolved.plan, resolved.out, args.max_seeds, args.alpha, args.margin,
+    margin = resolved.margin if args.margin is None else args.margin
+    result = run_until_decided(resolved.plan, resolved.out, args.max_seeds, args.alpha, margin,
                                lambda plan: _execute(plan, resolved.out, args), print)
     _print_sweep_summary(result.summary)
     if result.analysis is None:  # a round ended with failed runs: their lines are above
@@ -714,9 +715,22 @@ def _decision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the decision (default 0.05)")
     parser.add_argument(
         "--margin", type=_positive_number, metavar="NATS",
-        help="equivalence margin in nats/token: an effect smaller than this does not matter to you; without it "
-        "no intervention is decided noise",
+        help="equivalence margin in nats/token: an effect smaller than this does not matter to you (default: "
+        "margin in the study's noisefloor.toml); without one no intervention is decided noise",
     )
+
+
+def _margin(args: argparse.Namespace) -> float | None:
+    """--margin, else the margin of the study file beside the results (read only when there is one: classify starts fast)."""
+    from pathlib import Path
+
+    source = Path(args.source)
+    folder = source if source.is_dir() else source.parent
+    if args.margin is not None or not (folder / "noisefloor.toml").is_file():
+        return args.margin
+    from noisefloor.sweep.study import study_margin
+
+    return study_margin(source, args.margin)
 
 
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -734,7 +748,7 @@ def _classify(args: argparse.Namespace) -> int:
     from noisefloor.report import tables
     from noisefloor.stats.classify import analyse
 
-    analysis = analyse(args.source, args.alpha, args.margin)
+    analysis = analyse(args.source, args.alpha, _margin(args))
     if args.json:
         import json
 
@@ -790,7 +804,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from noisefloor.report.write import write_report
 
-    written = write_report(args.source, args.out, args.alpha, args.margin)
+    written = write_report(args.source, args.out, args.alpha, _margin(args))
     if not args.quiet:
         _console().print(f"report written to {written.markdown} and {written.html}", markup=False)
     return 0

@@ -69,15 +69,15 @@ def test_family_wise_error_under_the_rounds_stays_below_alpha():
     assert any_false <= ALPHA and per_intervention_bar > any_false
 
 
-STUDY = '[study]\nconfig = "micro"\nset = ["train.steps=5"]\ninterventions = ["grad-clip"]\njobs = 1\n'
+STUDY = '[study]\nconfig = "micro"\nset = ["train.steps=5"]\ninterventions = ["grad-clip"]\njobs = 1\nmargin = 0.5\n'
 
 
 def test_until_decided_adds_a_paired_seed_stops_at_the_maximum_and_reuses_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "noisefloor.toml").write_text(STUDY)
-    argv = ("sweep", "--init-seeds", "1,2", "--until-decided", "--max-seeds", "3", "--margin", "0.5", "--quiet")
+    argv = ("sweep", "--init-seeds", "1,2", "--until-decided", "--max-seeds", "3", "--quiet")
     code, stdout, _ = run_cli(capsys, *argv)
-    assert code == 0 and "in this order: 1, 2, 3" in stdout
+    assert code == 0 and "in this order: 1, 2, 3" in stdout and "within ±0.5" in stdout  # the study file's margin
     assert "round 1: init seed 3 for baseline, grad-clip (same init seed: paired)" in stdout
     assert "Until decided" in stdout and "Interventions: decision" in stdout
     with open("results.csv", newline="") as handle:
