@@ -188,7 +188,8 @@ def _components(a: Analysis) -> Table | None:
         ("initialisation", spread(c.var_init**0.5), f"{c.var_init:.3g}", percent(c.share_init)),
         ("training loop", spread(c.var_train**0.5), f"{c.var_train:.3g}", percent(c.share_train)),
     )
-    title = f"Variance components of the baseline ({c.method}, {c.n_runs} runs, {c.n_init_seeds} init seeds)"
+    over = f"all {c.n_runs} runs, {c.n_interventions} intervention(s) as fixed effects" if c.n_interventions else f"{c.n_runs} baseline runs"
+    title = f"Variance components, one mixed model ({c.method}, {over}, {c.n_init_seeds} init seeds)"
     return Table("variance_components", title, ("source", "SD", "variance", "share"), rows)
 
 
