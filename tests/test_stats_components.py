@@ -269,3 +269,17 @@ def test_interaction_of_init_changing_interventions_with_fitted_components_keeps
         assert term.changes_init and term.df <= 8
         rejected += term.p_value < 0.05
     assert rejected / studies <= 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / studies)
+
+
+def test_runs_that_changed_nothing_are_no_new_draw_of_the_training_loop(tmp_path):
+    """grad-clip whose final weights are bit-identical to the baseline's at the same seeds (the norm was never
+    reached) repeats the baseline run: counting it would claim zero training-loop spread. It is left out, and so
+    is a single-run intervention (its own mean fits it exactly)."""
+    columns = ("run", "intervention", "init_seed", "train_seed", "test_loss", "same_init", "final_digest")
+    base = [dict(run("baseline", s, None, x, True), final_digest=f"sha256:{s}") for s, x in ((42, 5.10), (22, 5.12), (67, 5.09))]
+    same = [dict(run("grad-clip", s, None, x, True), final_digest=f"sha256:{s}") for s, x in ((42, 5.10), (22, 5.12), (67, 5.09))]
+    solo = [run("no-dropout", 42, None, 5.05, True)]
+    assert analyse(write_csv(tmp_path / "r.csv", base + same + solo, columns)).components is None
+    changed = [dict(r, final_digest="sha256:other", test_loss=r["test_loss"] + 0.004 * k) for k, r in enumerate(same)]
+    c = analyse(write_csv(tmp_path / "r.csv", base + changed + solo, columns)).components
+    assert c is not None and c.n_runs == 6 and c.df_train == 2

@@ -126,12 +126,15 @@ def model_frame(cells: pd.DataFrame) -> pd.DataFrame:
     same = cells["same_init"].to_numpy(object)
     digest = cells["init_digest"].to_numpy(object)
     final = cells["final_digest"].to_numpy(object)
-    # bit-identical to the baseline run at its seeds: no new draw of anything
-    unchanged = np.array([not b and bool(f) and base_final.get((s, st)) == f
-                          for b, f, s, st in zip(is_base, final, seeds, streams)], bool)
-    shared = is_base | np.array([v is True or (v is None and bool(d) and base_digest.get(s) == d)
-                                 for v, d, s in zip(same, digest, seeds)], bool)
-    draws = np.where(shared, seeds.astype(str), names + "@" + seeds.astype(str))
+    # (per-row checks only where digests exist: a million-row file without them stays vectorised)
+    unchanged = np.zeros(len(cells), bool)
+    for i in np.flatnonzero(~is_base & pd.notna(final)):  # bit-identical to the baseline run at its seeds
+        unchanged[i] = bool(final[i]) and base_final.get((seeds[i], streams[i])) == final[i]
+    shared = is_base | np.asarray(same == True, bool)  # noqa: E712 (an object array: None, True, False)
+    for i in np.flatnonzero(~shared & pd.isna(same) & pd.notna(digest)):  # same_init unknown: the digest decides
+        shared[i] = bool(digest[i]) and base_digest.get(seeds[i]) == digest[i]
+    draws = seeds.astype(str).astype(object)
+    draws[~shared] = names[~shared] + "@" + draws[~shared]
     frame = pd.DataFrame({"y": cells["test_loss"].to_numpy(float), "intervention": names, "init": draws,
                           "stream": np.where(streams == NO_RESEED, NO_RESEED + "@" + draws, streams), "seed": seeds})
     frame = frame[~unchanged]
