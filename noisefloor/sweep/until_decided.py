@@ -105,7 +105,9 @@ def run_until_decided(plan: Plan, out: Path, max_seeds: int, alpha: float, margi
         stopped = [f"{o.intervention} ({o.state})" for o in result.outcomes if o.state != rounds.OPEN]
         if stopped:
             say(f"  stopped: {', '.join(stopped)}")
+        trained = result.summary.trained
         result.summary = train(plan)
+        result.summary.trained = trained + result.summary.trained  # "trained now" counts every round
     if result.analysis is not None and result.summary.ok:
         result.record = result.summary.path / RECORD_FILE
         atomic.write_text(result.record, json.dumps(result.to_json(), indent=2) + "\n")
