@@ -99,19 +99,15 @@ def test_the_study_file_states_the_margin_and_the_command_line_overrides_it(tmp_
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results.csv").write_text((REPO / "tests" / "data" / "study.csv").read_text())
     (tmp_path / "noisefloor.toml").write_text("[study]\nmargin = 0.5\n")
-    margins = {}
-    for extra in ((), ("--margin", "0.002")):
-        code, stdout, _ = run_cli(capsys, "classify", "results.csv", "--json", *extra)
+    analyses = {}
+    for argv in (("results.csv",), ("results.csv", "--margin", "0.002"), (".",)):  # ".": the study folder by name
+        code, stdout, _ = run_cli(capsys, "classify", *argv, "--json")
         assert code == 0
-        analysis = json.loads(stdout)
-        margins[extra] = analysis["margin"]
-        assert all(v["margin"] == analysis["margin"] for v in analysis["interventions"])
-    assert margins == {(): 0.5, ("--margin", "0.002"): 0.002}
-    code, stdout, _ = run_cli(capsys, "classify", ".", "--json")  # the sweep folder given by name reads it too
-    assert code == 0 and json.loads(stdout)["margin"] == 0.5
+        analyses[argv] = json.loads(stdout)
+        assert all(v["margin"] == analyses[argv]["margin"] for v in analyses[argv]["interventions"])
+    assert [a["margin"] for a in analyses.values()] == [0.5, 0.002, 0.5]
     # a margin of 0.5 nats holds every effect of this file: each undecided one had an interval inside it
-    code, stdout, _ = run_cli(capsys, "classify", "results.csv", "--json")
-    assert all(v["decision"] in ("noise", "signal") for v in json.loads(stdout)["interventions"])
+    assert all(v["decision"] in ("noise", "signal") for v in analyses[("results.csv",)]["interventions"])
 
 
 @pytest.mark.parametrize("value", ["-0.01", '"0.01"', "nan"])
