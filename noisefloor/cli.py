@@ -513,8 +513,10 @@ def _sweep(args: argparse.Namespace) -> int:
                             "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
         out = args.out or f"sweeps/{plan.name}"
-    if args.max_seeds and not args.until_decided:
-        raise UserError("--max-seeds goes with --until-decided, e.g. --until-decided --max-seeds 10")
+    if (args.max_seeds or args.margin is not None) and not args.until_decided:
+        flag = "--max-seeds" if args.max_seeds else "--margin"
+        raise UserError(f"{flag} goes with --until-decided, e.g. --until-decided --max-seeds 10"
+                        + (" (classify and report take --margin too)" if flag == "--margin" else ""))
     if args.until_decided:
         if not args.max_seeds:
             raise UserError("--until-decided needs a limit: add --max-seeds N (the most init seeds per intervention)")

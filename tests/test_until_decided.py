@@ -101,6 +101,7 @@ def test_until_decided_adds_a_paired_seed_stops_at_the_maximum_and_reuses_runs(t
     (("--until-decided", "--max-seeds", "1"), "--max-seeds 1 is below the study's 2 init seeds (1, 2); give --max-seeds 2"),
     (("--until-decided",), "add --max-seeds N"),
     (("--max-seeds", "4"), "--max-seeds goes with --until-decided"),
+    (("--margin", "0.01"), "--margin goes with --until-decided"),
     (("--until-decided", "--max-seeds", "4", "--interventions", "baseline"), "needs an intervention to decide"),
 ])
 def test_until_decided_mistakes_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
