@@ -283,3 +283,17 @@ def test_runs_that_changed_nothing_are_no_new_draw_of_the_training_loop(tmp_path
     changed = [dict(r, final_digest="sha256:other", test_loss=r["test_loss"] + 0.004 * k) for k, r in enumerate(same)]
     c = analyse(write_csv(tmp_path / "r.csv", base + changed + solo, columns)).components
     assert c is not None and c.n_runs == 6 and c.df_train == 2
+
+
+def test_reml_covariance_equals_the_anova_estimators_variance_on_a_balanced_design():
+    """k init seeds x n runs: REML's inverse information is the exact covariance of the ANOVA estimators,
+    Var(MS_w) = 2 v_e² / (k (n - 1)), Var(MS_b) = 2 (v_e + n v_a)² / (k - 1), var_init = (MS_b - MS_w) / n:
+    what Satterthwaite's df of the factorial SEs is built from."""
+    from noisefloor.stats.components import reml_covariance
+
+    k, n, v_a, v_e = 5, 3, 4e-4, 4e-5
+    draws = np.repeat(np.arange(k), n)
+    cov = np.array(reml_covariance(v_a, v_e, draws, np.zeros(k * n, int)))
+    var_w = 2 * v_e**2 / (k * (n - 1))
+    var_b = 2 * (v_e + n * v_a) ** 2 / (k - 1)
+    assert cov == pytest.approx(np.array([[(var_b + var_w) / n**2, -var_w / n], [-var_w / n, var_w]]), rel=1e-9)
