@@ -125,3 +125,17 @@ def test_the_round_logic_and_its_runner_import_no_torch():
 
     code = "import sys, noisefloor.sweep.rounds, noisefloor.sweep.until_decided; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_a_new_round_clones_the_arm_at_the_new_init_seed_for_both_kinds_of_run(micro_config):
+    """noisefloor's trainer (train.init_seed set, train seed kept) and a user's command ({init_seed} filled in)."""
+    from noisefloor.sweep.spec import CommandRun, PlannedRun
+    from noisefloor.sweep.until_decided import _at_seed
+
+    trainer = PlannedRun("baseline", 42, 23, micro_config.replace(train={"init_seed": 42, "train_seed": 23}))
+    clone = _at_seed(trainer, 68)
+    assert (clone.init_seed, clone.train_seed, clone.config.train.init_seed, clone.config.train.train_seed) == (68, 23, 68, 23)
+    assert clone.config.replace(train={"init_seed": 42}) == trainer.config  # nothing else changed
+    command = PlannedRun("qkv-bias", 42, None, CommandRun("python t.py --seed {init_seed} --out {run_dir}", "--qkv-bias", 42, None))
+    clone = _at_seed(command, 68)
+    assert clone.config.command("d") == "python t.py --seed 68 --out d --qkv-bias" and clone.run_id != command.run_id
