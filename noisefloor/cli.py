@@ -321,6 +321,11 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cancel", metavar="SWEEP_DIR", help="slurm: cancel the folder's queued and running jobs and exit")
     p.add_argument("--init-seeds", type=_seed_list, help="weight-init seeds, e.g. 42,22,67 (default: noisefloor.toml's)")
     p.add_argument("--train-seeds", type=_seed_list, help="training re-seeds crossed with every init seed (default: no re-seed)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="add init seeds in rounds (to each undecided intervention and the baseline) until each is "
+                        "decided (anytime-valid e-value for signal; noise only at --max-seeds) or has --max-seeds")
+    p.add_argument("--max-seeds", type=_positive_int, metavar="N", help="with --until-decided: the most init seeds per intervention")
+    _decision_arguments(p)
     _executor_arguments(p)
 
 
@@ -332,6 +337,17 @@ def _reseed_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(plan, out, args: argparse.Namespace) -> int:
+    summary = _execute(plan, out, args)
+    _print_sweep_summary(summary)
+    if args.detach:
+        print(f"submitted to Slurm: {len(summary.trained)} runs; watch: noisefloor status {summary.path}   "
+              f"collect: noisefloor sweep {summary.path}   cancel: noisefloor sweep --cancel {summary.path}")
+        return 1 if any(r.status in ("failed", "diverged") for r in summary.records) else 0
+    return 0 if summary.ok else 1
+
+
+def _execute(plan, out, args: argparse.Namespace):
+    """Train a plan into `out` (reusing its done runs) with the live view unless --quiet: the sweep's summary."""
     # sweep/ (the executors, checkpoints, numpy) and rich: only for the commands that train a plan
     from noisefloor.report.live import SweepView
     from noisefloor.sweep import slurm
@@ -345,16 +361,9 @@ def _run_plan(plan, out, args: argparse.Namespace) -> int:
                            partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time,
                            slurm_args=slurm.sbatch_args(args.slurm_args), detach=args.detach)
     if args.quiet:
-        summary = run_sweep(plan, out, options)
-    else:
-        with SweepView(SweepDir(Path(out)).runs, _console(stderr=True)) as view:
-            summary = run_sweep(plan, out, options, view, view.tick)
-    _print_sweep_summary(summary)
-    if args.detach:
-        print(f"submitted to Slurm: {len(summary.trained)} runs; watch: noisefloor status {summary.path}   "
-              f"collect: noisefloor sweep {summary.path}   cancel: noisefloor sweep --cancel {summary.path}")
-        return 1 if any(r.status in ("failed", "diverged") for r in summary.records) else 0
-    return 0 if summary.ok else 1
+        return run_sweep(plan, out, options)
+    with SweepView(SweepDir(Path(out)).runs, _console(stderr=True)) as view:
+        return run_sweep(plan, out, options, view, view.tick)
 
 
 def _print_sweep_summary(summary) -> None:
@@ -399,10 +408,40 @@ def _study_plan(kind: str, args: argparse.Namespace):
     if resolved.notice:
         print(f"noisefloor {kind}: {resolved.notice}", file=sys.stderr)
     args.jobs = args.jobs or resolved.jobs
+    until_decided = getattr(args, "until_decided", False)
+    if until_decided:
+        from noisefloor.sweep.until_decided import study_seeds
+
+        study_seeds(resolved.plan, args.max_seeds)  # a mistake is one line before anything is planned or trained
     if args.dry_run:
         _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
+        if until_decided:
+            from noisefloor.sweep.rounds import seed_sequence
+
+            sequence = seed_sequence(study_seeds(resolved.plan, args.max_seeds), args.max_seeds)
+            print(f"then, until decided: init seeds {', '.join(map(str, sequence))} (at most {args.max_seeds} "
+                  "per intervention), one more per round to each undecided intervention and the baseline")
         return 0
+    if until_decided:
+        return _until_decided(resolved, args)
     return _run_plan(resolved.plan, resolved.out, args)
+
+
+def _until_decided(resolved, args: argparse.Namespace) -> int:
+    from noisefloor.report import tables
+    from noisefloor.sweep.until_decided import run_until_decided
+
+    margin = resolved.margin if args.margin is None else args.margin
+    result = run_until_decided(resolved.plan, resolved.out, args.max_seeds, args.alpha, margin,
+                               lambda plan: _execute(plan, resolved.out, args), print)
+    _print_sweep_summary(result.summary)
+    if result.analysis is None:  # a round ended with failed runs: their lines are above
+        return 1
+    console = _console()
+    tables.render_rich(result.analysis, console)
+    tables.render_plan(tables.until_decided_table(result), console)  # a plain table, as plan's
+    print(f"written: {result.record}")
+    return 0
 
 
 def _design_arguments(p: argparse.ArgumentParser) -> None:
@@ -464,6 +503,19 @@ def _sweep(args: argparse.Namespace) -> int:
                             "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
         out = args.out or f"sweeps/{plan.name}"
+    if (args.max_seeds or args.margin is not None) and not args.until_decided:
+        flag = "--max-seeds" if args.max_seeds else "--margin"
+        raise UserError(f"{flag} goes with --until-decided, e.g. --until-decided --max-seeds 10"
+                        + (" (classify and report take --margin too)" if flag == "--margin" else ""))
+    if args.until_decided:
+        if not args.max_seeds:
+            raise UserError("--until-decided needs a limit: add --max-seeds N (the most init seeds per intervention)")
+        if args.spec:
+            raise UserError("--until-decided grows a study's init seeds (flags or noisefloor.toml); a spec file or "
+                            "sweep folder fixes its own: drop it, e.g. noisefloor sweep --init-seeds 42,22 "
+                            "--interventions grad-clip --until-decided --max-seeds 10")
+        if args.detach:
+            raise UserError("--until-decided waits for each round to decide the next; drop --detach")
     if args.spec:
         if args.dry_run:
             from noisefloor.sweep.study import Resolved, default_jobs  # sweep/: only for the commands that sweep
@@ -606,9 +658,22 @@ def _decision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the decision (default 0.05)")
     parser.add_argument(
         "--margin", type=_positive_number, metavar="NATS",
-        help="equivalence margin in nats/token: an effect smaller than this does not matter to you; without it "
-        "no intervention is decided noise",
+        help="equivalence margin in nats/token: an effect smaller than this does not matter to you (default: "
+        "margin in the study's noisefloor.toml); without one no intervention is decided noise",
     )
+
+
+def _margin(args: argparse.Namespace) -> float | None:
+    """--margin, else the margin of the study file beside the results (read only when there is one: classify starts fast)."""
+    from pathlib import Path
+
+    source = Path(args.source)
+    folder = source if source.is_dir() else source.parent
+    if args.margin is not None or not (folder / "noisefloor.toml").is_file():
+        return args.margin
+    from noisefloor.sweep.study import study_margin
+
+    return study_margin(source, args.margin)
 
 
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -628,7 +693,7 @@ def _classify(args: argparse.Namespace) -> int:
     from noisefloor.report.words import analysis_json
     from noisefloor.stats.classify import analyse
 
-    analysis = analyse(args.source, args.alpha, args.margin)
+    analysis = analyse(args.source, args.alpha, _margin(args))
     if args.json:
         print(json.dumps(analysis_json(analysis), indent=2))
     elif args.format == "csv":
@@ -681,7 +746,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from noisefloor.report.write import write_report  # matplotlib, seaborn, scipy, statsmodels: only for this command
 
-    written = write_report(args.source, args.out, args.alpha, args.margin)
+    written = write_report(args.source, args.out, args.alpha, _margin(args))
     if not args.quiet:
         _console().print(f"report written to {written.markdown} and {written.html}", markup=False)
     return 0

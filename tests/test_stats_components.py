@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from analysis_helpers import BASE, run, study_rows, write_csv
@@ -10,8 +12,8 @@ from scipy import optimize
 from noisefloor.stats.classify import analyse
 
 
-def reml_reference(y: np.ndarray, groupings: list[np.ndarray]) -> np.ndarray:
-    """Minimise the restricted -2 log-likelihood of y = mu + sum_g u_g + e directly.
+def reml_reference(y: np.ndarray, groupings: list[np.ndarray], x: np.ndarray | None = None) -> np.ndarray:
+    """Minimise the restricted -2 log-likelihood of y = x beta + sum_g u_g + e directly (x: an intercept by default).
 
     Returns the variances (one per grouping, then the residual).
     """
@@ -20,7 +22,7 @@ def reml_reference(y: np.ndarray, groupings: list[np.ndarray]) -> np.ndarray:
     y = (y - centre) / scale
     n = len(y)
     zs = [(g[:, None] == np.unique(g)[None, :]).astype(float) for g in groupings]
-    x = np.ones((n, 1))
+    x = np.ones((n, 1)) if x is None else x
 
     def objective(log_var):
         var = np.exp(log_var)
@@ -74,7 +76,14 @@ def test_components_need_two_init_seeds_and_two_streams(tmp_path):
     rows = study_rows({(42, None): 5.10, (22, None): 5.12, (67, None): 5.09})
     analysis = analyse(write_csv(tmp_path / "r.csv", rows))
     assert analysis.components is None
-    assert "need baseline runs at >= 2 init seeds and >= 2 training streams" in analysis.components_note
+    assert "need runs at >= 2 init seeds" in analysis.components_note and "found 3 init draw(s), 0 degree" in analysis.components_note
+    # an init-changing intervention draws new weights at each seed: still nothing within a draw
+    changed = [run("qkv-bias", s, None, 5.1 + 0.01 * k, False) for k, s in enumerate((42, 22, 67))]
+    assert analyse(write_csv(tmp_path / "r.csv", rows + changed)).components is None
+    # a same-init intervention beside the baseline at each seed: its runs share the seeds' draws (3 - 1 df)
+    kept = [run("grad-clip", s, None, 5.1 + 0.01 * k, True) for k, s in enumerate((42, 22, 67))]
+    c = analyse(write_csv(tmp_path / "r.csv", rows + kept)).components
+    assert c is not None and c.df_train == 2 and c.n_interventions == 1 and c.n_runs == 6
 
 
 def grid_rows(seed: int) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
@@ -145,3 +154,146 @@ def test_one_way_reml_matches_statsmodels_on_an_unbalanced_nested_design():
     assert fit.converged
     assert var_init == pytest.approx(float(fit.cov_re.iloc[0, 0]) * y.std() ** 2, rel=1e-4)
     assert var_e == pytest.approx(float(fit.scale) * y.std() ** 2, rel=1e-4)
+
+
+# ---- one mixed model over every run: interventions as fixed effects
+
+
+def _cells(rows):
+    from noisefloor.stats.table import results_from_text
+
+    lines = ["intervention,init_seed,train_seed,test_loss,same_init"]
+    lines += [f"{n},{i},{'' if t is None else t},{float(y)!r},{'' if s is None else str(s).lower()}" for n, i, t, y, s in rows]
+    return results_from_text("\n".join(lines) + "\n", "sim.csv").cells
+
+
+def test_all_runs_with_interventions_as_fixed_effects_match_statsmodels():
+    """Unbalanced: baseline (1-2 streams) at 8 init seeds, a same-init intervention (shares the seed's draw) at 6,
+    an init-changing one (a new draw at each seed) at 5, a single-run one (fits itself: left out). statsmodels
+    MixedLM, REML, same formula y ~ C(intervention) with a random intercept per init draw written out by hand."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    from noisefloor.stats.components import variance_components
+
+    rng = np.random.default_rng(12)
+    level = {s: rng.normal(0, 0.02) for s in range(8)}
+    rows, draws = [], []
+    for s in range(8):
+        for k, train in enumerate((None, 100 + s)[: 1 + s % 2]):  # re-seeds unique to a seed: not crossed
+            rows.append(("baseline", s, train, 5.0 + level[s] + rng.normal(0, 0.006), True))
+            draws.append(str(s))
+    for s in range(6):
+        rows.append(("grad-clip", s, None, 5.01 + level[s] + rng.normal(0, 0.006), True))
+        draws.append(str(s))
+    for s in range(5):
+        rows.append(("qkv-bias", s, None, 4.99 + rng.normal(0, 0.02) + rng.normal(0, 0.006), False))
+        draws.append(f"qkv-bias@{s}")
+    c, _ = variance_components(_cells(rows + [("solo", 1, None, 5.3, False)]))
+    assert c.n_runs == len(rows) and c.n_interventions == 2 and c.n_draws == 13 and not c.crossed
+    data = pd.DataFrame({"y": [r[3] for r in rows], "intervention": [r[0] for r in rows], "draw": draws})
+    scale = data["y"].std()
+    fit = smf.mixedlm("y ~ C(intervention)", data.assign(y=(data["y"] - data["y"].mean()) / scale),
+                      groups="draw").fit(reml=True, method=["powell"])
+    assert fit.converged
+    assert c.var_init == pytest.approx(float(fit.cov_re.iloc[0, 0]) * scale**2, rel=1e-4)
+    assert c.var_residual == pytest.approx(float(fit.scale) * scale**2, rel=1e-4)
+    assert c.df_train == len(rows) - 13 - 1  # runs - draws - grad-clip's mean (qkv-bias's lies in its own draws)
+
+
+def test_balanced_seeds_by_interventions_equal_two_way_anova_by_hand():
+    """4 init seeds x (baseline + two same-init interventions), one run each: REML equals the closed-form two-way
+    ANOVA (seed random, intervention fixed): var_init = (MS_seed - MS_e) / 3, var_train = MS_e; so does the
+    method-of-moments fallback (Henderson III)."""
+    from noisefloor.stats.components import anova_components, variance_components
+
+    rng = np.random.default_rng(4)
+    y = 5.0 + rng.normal(0, 0.02, (4, 1)) + np.array([0.0, 0.01, -0.02]) + rng.normal(0, 0.006, (4, 3))
+    g = y.mean()
+    ms_seed = 3 * ((y.mean(1) - g) ** 2).sum() / 3
+    ms_e = ((y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + g) ** 2).sum() / 6
+    assert ms_seed > ms_e
+    names = ("baseline", "grad-clip", "no-dropout")
+    c, _ = variance_components(_cells([(names[j], i, None, y[i, j], True) for i in range(4) for j in range(3)]))
+    assert c.var_init == pytest.approx((ms_seed - ms_e) / 3, rel=1e-5)
+    assert c.var_train == pytest.approx(ms_e, rel=1e-5) and c.df_train == 6
+    moments = anova_components(y.ravel(), np.repeat(np.arange(4), 3), np.tile(np.arange(3), 4))
+    assert moments == pytest.approx(((ms_seed - ms_e) / 3, ms_e), rel=1e-9)
+
+
+def test_crossed_grid_with_an_intervention_matches_reml_by_hand():
+    """The 3x3 grid (train seeds shared by the init seeds: crossed) plus a same-init intervention at each init
+    seed: MixedLM's fit with the intervention as a fixed effect against a direct minimisation of the restricted
+    likelihood with that X."""
+    from noisefloor.stats.components import variance_components
+
+    rows_, y, inits, streams = grid_rows(2)
+    rng = np.random.default_rng(2)
+    extra = [y[3 * i] + 0.01 + rng.normal(0, 0.006) for i in range(3)]
+    rows = [(r["intervention"], r["init_seed"], r["train_seed"], r["test_loss"], True) for r in rows_]
+    rows += [("grad-clip", s, None, v, True) for s, v in zip((42, 22, 67), extra)]
+    c, _ = variance_components(_cells(rows))
+    all_y = np.concatenate([y, extra])
+    all_inits = np.concatenate([inits, [42, 22, 67]])
+    all_streams = np.concatenate([streams, [f"none@{s}" for s in (42, 22, 67)]])
+    x = np.column_stack([np.ones(12), np.r_[np.zeros(9), np.ones(3)]])
+    var_init, var_stream, var_e = reml_reference(all_y, [all_inits, all_streams], x)
+    assert c.crossed and c.method == "REML" and c.n_interventions == 1
+    assert c.var_init == pytest.approx(var_init, rel=1e-3)
+    assert c.var_train == pytest.approx(var_stream + var_e, rel=1e-3, abs=1e-9)
+
+
+def test_interaction_of_init_changing_interventions_with_fitted_components_keeps_type_i_below_alpha():
+    """No effect anywhere; init SD 0.019, loop SD 0.006 (the issue's). The L-shaped baseline and two init-changing
+    interventions alone and together at 3 init seeds; the components fitted over all 14 runs (12 init draws) give
+    the interaction's SE (Satterthwaite df). Its false-positive rate stays at alpha (it was 69% on loop noise)."""
+    from noisefloor.stats.components import variance_components
+    from noisefloor.stats.factorial import factorial_effects
+
+    rng = np.random.default_rng(21)
+    design = [("baseline", s, t, True) for s, t in ((1, None), (2, None), (3, None), (1, 23), (1, 67))]
+    design += [(n, s, None, False) for n in ("qkv-bias", "tied", "qkv-bias+tied") for s in (1, 2, 3)]
+    cells = _cells([(n, s, t, 5.0, same) for n, s, t, same in design])
+    order = {(n, s, "none" if t is None else str(t)): k for k, (n, s, t, _) in enumerate(design)}
+    keys = [order[(n, int(s), "none" if st == "no re-seed" else st.split("=")[-1])]
+            for n, s, st in zip(cells["intervention"], cells["init_seed"], cells["stream"])]
+    studies = 120
+    draws = rng.normal(0, 0.019, (studies, 3 + 9))  # the baseline's 3 seeds, then one per init-changing run
+    draw_of = [d[1] - 1 if d[0] == "baseline" else 3 + k - 5 for k, d in enumerate(design)]
+    y = 5.0 + draws[:, draw_of] + rng.normal(0, 0.006, (studies, len(design)))
+    rejected = 0
+    for values in y:
+        study = cells.assign(test_loss=values[keys])
+        components, _ = variance_components(study)
+        term = {t.term: t for t in factorial_effects(study, components).terms}["qkv-bias x tied"]
+        assert term.changes_init and term.df <= 8
+        rejected += term.p_value < 0.05
+    assert rejected / studies <= 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / studies)
+
+
+def test_runs_that_changed_nothing_are_no_new_draw_of_the_training_loop(tmp_path):
+    """grad-clip whose final weights are bit-identical to the baseline's at the same seeds (the norm was never
+    reached) repeats the baseline run: counting it would claim zero training-loop spread. It is left out, and so
+    is a single-run intervention (its own mean fits it exactly)."""
+    columns = ("run", "intervention", "init_seed", "train_seed", "test_loss", "same_init", "final_digest")
+    base = [dict(run("baseline", s, None, x, True), final_digest=f"sha256:{s}") for s, x in ((42, 5.10), (22, 5.12), (67, 5.09))]
+    same = [dict(run("grad-clip", s, None, x, True), final_digest=f"sha256:{s}") for s, x in ((42, 5.10), (22, 5.12), (67, 5.09))]
+    solo = [run("no-dropout", 42, None, 5.05, True)]
+    assert analyse(write_csv(tmp_path / "r.csv", base + same + solo, columns)).components is None
+    changed = [dict(r, final_digest="sha256:other", test_loss=r["test_loss"] + 0.004 * k) for k, r in enumerate(same)]
+    c = analyse(write_csv(tmp_path / "r.csv", base + changed + solo, columns)).components
+    assert c is not None and c.n_runs == 6 and c.df_train == 2
+
+
+def test_reml_covariance_equals_the_anova_estimators_variance_on_a_balanced_design():
+    """k init seeds x n runs: REML's inverse information is the exact covariance of the ANOVA estimators,
+    Var(MS_w) = 2 v_e² / (k (n - 1)), Var(MS_b) = 2 (v_e + n v_a)² / (k - 1), var_init = (MS_b - MS_w) / n:
+    what Satterthwaite's df of the factorial SEs is built from."""
+    from noisefloor.stats.components import reml_covariance
+
+    k, n, v_a, v_e = 5, 3, 4e-4, 4e-5
+    draws = np.repeat(np.arange(k), n)
+    cov = np.array(reml_covariance(v_a, v_e, draws, np.zeros(k * n, int)))
+    var_w = 2 * v_e**2 / (k * (n - 1))
+    var_b = 2 * (v_e + n * v_a) ** 2 / (k - 1)
+    assert cov == pytest.approx(np.array([[(var_b + var_w) / n**2, -var_w / n], [-var_w / n, var_w]]), rel=1e-9)

@@ -95,8 +95,8 @@ def test_interaction_of_init_changing_interventions_carries_init_variance():
 
 
 def test_interaction_se_by_hand_with_init_variance(tmp_path):
-    """One init seed, every intervention run a fresh init draw: Var(ab - a - b + mean3) = 3 (v_i + v_t) + v_t / 3
-    (the baseline's runs share their init seed, which the block removes)."""
+    """One init seed, every intervention run a fresh init draw: Var(ab - a - b + mean3) = 3 (v_i + v_t) + v_i + v_t / 3
+    (the baseline's three runs share one draw, their seed's, which none of the new draws cancels)."""
     from noisefloor.stats.components import Components
     from noisefloor.stats.factorial import factorial_effects
     from noisefloor.stats.table import results_from_text
@@ -106,4 +106,4 @@ def test_interaction_se_by_hand_with_init_variance(tmp_path):
     one_seed = cells[cells["init_seed"] == 1]
     c = Components(5, 3, False, var_init=4e-4, var_stream=None, var_residual=4e-5)
     terms = {t.term: t for t in factorial_effects(one_seed, c).terms}
-    assert terms["qkv-bias x tied"].se == pytest.approx(math.sqrt(3 * (4e-4 + 4e-5) + 4e-5 / 3))
+    assert terms["qkv-bias x tied"].se == pytest.approx(math.sqrt(3 * (4e-4 + 4e-5) + 4e-4 + 4e-5 / 3))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 # micro-sized through the study file, so the commands below are exactly the design card's
 # (one job: each worker process costs seconds of torch imports, more than a micro run)
@@ -93,3 +93,31 @@ def test_study_mistakes_are_one_line_saying_what_to_type(tmp_path, monkeypatch, 
     code, _, err = run_cli(capsys, kind, "--quiet")
     assert code == 2 and message in err and err.strip().splitlines()[-1].startswith(f"noisefloor {kind}: error:")
     assert sorted(p.name for p in tmp_path.iterdir()) == (["noisefloor.toml"] if study else [])
+
+
+def test_the_study_file_states_the_margin_and_the_command_line_overrides_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results.csv").write_text((REPO / "tests" / "data" / "study.csv").read_text())
+    (tmp_path / "noisefloor.toml").write_text("[study]\nmargin = 0.5\n")
+    analyses = {}
+    for argv in (("results.csv",), ("results.csv", "--margin", "0.002"), (".",)):  # ".": the study folder by name
+        code, stdout, _ = run_cli(capsys, "classify", *argv, "--json")
+        assert code == 0
+        analyses[argv] = json.loads(stdout)
+        assert all(v["margin"] == analyses[argv]["margin"] for v in analyses[argv]["interventions"])
+    assert [a["margin"] for a in analyses.values()] == [0.5, 0.002, 0.5]
+    # a margin of 0.5 nats holds every effect of this file: each undecided one had an interval inside it
+    assert all(v["decision"] in ("noise", "signal") for v in analyses[("results.csv",)]["interventions"])
+
+
+@pytest.mark.parametrize("value", ["-0.01", '"0.01"', "nan"])
+def test_a_bad_margin_in_the_study_file_is_one_line(tmp_path, monkeypatch, capsys, value):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results.csv").write_text((REPO / "tests" / "data" / "study.csv").read_text())
+    (tmp_path / "noisefloor.toml").write_text(f"[study]\nmargin = {value}\n")
+    for argv in (("classify", "results.csv"), ("sweep", "--init-seeds", "1,2", "--dry-run")):
+        code, stdout, err = run_cli(capsys, *argv)
+        assert code == 2 and stdout == "" and len(err.splitlines()) == 1
+        assert "noisefloor.toml [study]: margin must be a positive number of nats/token, e.g. margin = 0.01" in err
+    code, _, _ = run_cli(capsys, "classify", "results.csv", "--margin", "0.01")  # the command line's wins: not read
+    assert code == 0

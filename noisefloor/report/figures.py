@@ -175,9 +175,9 @@ def components_plot(analysis: Analysis) -> bytes | None:
             ha="right" if inside else "left", color="white" if inside else "black",
         )  # fmt: skip
     ax.set_xlim(0, 100)
-    ax.set_xlabel("share of the baseline's test-loss variance (%)")
+    ax.set_xlabel("share of a run's test-loss variance, interventions' means removed (%)")
     ax.set_ylabel("")
-    ax.set_title(f"Variance components ({c.method}, {c.n_runs} baseline runs)")
+    ax.set_title(f"Variance components ({c.method}, {c.n_runs} runs)")
     return _png(fig)
 
 

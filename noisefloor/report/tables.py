@@ -97,7 +97,7 @@ def kind_text(kind: str) -> str:
     return "training loop" if kind == TRAIN else "init"
 
 
-PROSE = {"floor chosen because", "notes", "reading", "runs", "runs differ in", "test losses", "in plain words", "note", "model", "because"}  # columns that may wrap in a terminal
+PROSE = {"floor chosen because", "notes", "why", "reading", "runs", "runs differ in", "test losses", "in plain words", "note", "model", "because"}  # columns that may wrap in a terminal
 TEST_LABELS = {"paired": "paired", "welch": "Welch", "prediction": "pred"}
 
 
@@ -263,7 +263,8 @@ def _components(a: Analysis) -> Table | None:
         ("initialisation", spread(c.var_init**0.5), f"{c.var_init:.3g}", percent(c.share_init)),
         ("training loop", spread(c.var_train**0.5), f"{c.var_train:.3g}", percent(c.share_train)),
     )
-    title = f"Variance components of the baseline ({c.method}, {c.n_runs} runs, {c.n_init_seeds} init seeds)"
+    over = f"all {c.n_runs} runs, {c.n_interventions} intervention(s) as fixed effects" if c.n_interventions else f"{c.n_runs} baseline runs"
+    title = f"Variance components, one mixed model ({c.method}, {over}, {c.n_init_seeds} init seeds)"
     return Table("variance_components", title, ("source", "SD", "variance", "share"), rows)
 
 
@@ -334,6 +335,16 @@ def plan_table(rows, effect: float, alpha: float, power: float) -> Table:
 
 def render_plan(table: Table, console) -> None:
     print_table(console, _rich_table(table), PROSE)
+
+
+def until_decided_table(result) -> Table:
+    """`sweep --until-decided`'s stopping verdict per intervention (result: sweep/until_decided.UntilDecided)."""
+    rows = tuple((o.intervention, o.state, str(o.seeds), evalue(o.e_value), f"{o.threshold:g}", o.reason)
+                 for o in result.outcomes)
+    margin = "no margin" if result.margin is None else f"margin ±{result.margin:g}"
+    title = (f"Until decided (error-controlled under optional stopping; alpha {result.alpha:g}, {margin}, "
+             f"at most {result.max_seeds} seeds)")
+    return Table("until_decided", title, ("intervention", "stopped on", "seeds", "e-value", "needed", "why"), rows)
 
 
 def notes_markdown(analysis: Analysis) -> str:

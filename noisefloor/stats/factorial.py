@@ -12,10 +12,14 @@ combination's loss is higher than the sum of the single effects predicts.
 An intervention that changes the initial weights (same_init false) draws new
 initial weights at every init seed, so its runs carry init-seed variance the
 block does not remove. Then the SEs are those of OLS under the variance the
-variance components give, V = var_train I + var_init Z Z' (Z: one column per
+variance components give (one mixed model over every run of the file,
+stats/components.py), V = var_train I + var_init Z Z' (Z: the runs' init
+draws: one per init seed for the baseline and same-init runs, one per
 init-changing intervention and init seed), i.e. (X'X)^-1 X'VX (X'X)^-1: an
 interaction of two init-changing interventions carries init variance, not
-only the training loop's. Without variance components such terms get no SE.
+only the training loop's. Their t-tests take Satterthwaite's degrees of
+freedom from the components' REML covariance (the SE is itself estimated).
+Without variance components such terms get no SE.
 
 Terms the design cannot identify (e.g. a combination without runs of each of
 its parts alone) are dropped and listed with the reason.
@@ -238,17 +242,18 @@ def _combination_effects(cells: pd.DataFrame, factors: tuple[str, ...], componen
     x = np.column_stack(columns)
     params, df_resid, se = _ols(y, x)
     new_init = used["intervention"].map(lambda name: bool(set(parts(name)) & init_changers)).to_numpy()
+    dfs = np.full(len(se), df_resid)
     if new_init.any():
-        se = _se_with_init_variance(x, used, new_init, components)
+        se, dfs = _se_with_init_variance(x, used, new_init, components, df_resid)
     terms = []
     for i, (name, kind) in enumerate(kept):
         if kind not in ("main", "interaction"):
             continue
         estimate = float(params[i])
         changes_init = bool(set(name.split(" x ")) & init_changers)
-        if df_resid > 0 and np.isfinite(se[i]) and se[i] > 0:
-            p_value, ci95 = _t_test(estimate, float(se[i]), df_resid)
-            terms.append(Term(name, kind, estimate, float(se[i]), p_value, ci95, changes_init, df_resid))
+        if dfs[i] > 0 and np.isfinite(se[i]) and se[i] > 0:
+            p_value, ci95 = _t_test(estimate, float(se[i]), int(dfs[i]))
+            terms.append(Term(name, kind, estimate, float(se[i]), p_value, ci95, changes_init, int(dfs[i])))
         else:
             terms.append(Term(name, kind, estimate, None, None, None, changes_init))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), tuple(dropped), bool(new_init.any()))
@@ -289,9 +294,9 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
     y = used["test_loss"].astype(float).to_numpy()
     params, df_resid, se = _ols(y, x)
     df = df_resid
-    if df_resid <= 0 and components is not None:  # saturated: the training-loop variance of the components
+    if df_resid <= 0 and components is not None and components.df_train:  # saturated: the training-loop variance of the components
         se = np.sqrt(np.diag(np.linalg.inv(x.T @ x)) * components.var_train)
-        df = components.n_runs - components.n_init_seeds  # its own df: baseline runs within init seeds
+        df = components.df_train  # its own df: runs within init draws once the interventions' means are fitted
     first = len(columns) - len(chains)
     terms = []
     for (head, aliased), column, estimate, error in zip(chains, effects, 2.0 * params[first:], 2.0 * se[first:]):
@@ -377,17 +382,36 @@ def _ols(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return params, df_resid, np.sqrt(np.clip(np.diag(np.linalg.inv(x.T @ x)) * s2, 0.0, None))
 
 
-def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None) -> np.ndarray:
+def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarray, components: Components | None,
+                           df_resid: int) -> tuple[np.ndarray, np.ndarray]:
     """SEs of the OLS coefficients when runs of init-changing interventions carry init-seed variance:
-    sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z'. NaN without components."""
+    sqrt(diag((X'X)^-1 X'VX (X'X)^-1)), V = var_train I + var_init Z Z' (Z: the runs' init draws, as in the
+    mixed model of stats/components.py). NaN without components.
+
+    The SE² is a_t var_train + a_i var_init with estimated components: its degrees of freedom are
+    Satterthwaite's, 2 SE⁴ / Var(SE²) from the components' REML covariance (at most the residual df; the
+    residual df alone when the fit has no covariance). Returns (SEs, dfs)."""
     if components is None:
-        return np.full(x.shape[1], np.nan)
-    keys = pd.Series(list(zip(used["intervention"], used["init_seed"])))[new_init]
-    z = np.zeros((len(used), keys.nunique()))
-    z[np.flatnonzero(new_init), pd.factorize(keys)[0]] = 1.0  # one column per (intervention, init seed) draw
-    v = components.var_train * np.eye(len(used)) + components.var_init * (z @ z.T)
+        return np.full(x.shape[1], np.nan), np.full(x.shape[1], df_resid)
+    # one column per init draw, as in the mixed model: the init seed's own weights for the baseline and same-init
+    # runs (whose blocks absorb them), a new draw per (intervention, init seed) for init-changing ones; the
+    # baseline's draws count too, since an init-changing run is compared with its block's baseline runs
+    owner = np.where(new_init, used["intervention"].to_numpy(object), "")
+    draws = pd.factorize(pd.Series(list(zip(owner, used["init_seed"].astype(int)))))[0]
+    z = np.zeros((len(used), draws.max() + 1))
+    z[np.arange(len(used)), draws] = 1.0
     bread = np.linalg.pinv(x.T @ x)
-    return np.sqrt(np.clip(np.diag(bread @ x.T @ v @ x @ bread), 0.0, None))
+    zx = z.T @ x @ bread
+    from_init, from_train = (zx * zx).sum(axis=0), np.diag(bread)  # diag(B X'ZZ'X B), diag(B X'X B)
+    variance = np.clip(components.var_init * from_init + components.var_train * from_train, 0.0, None)
+    dfs = np.full(x.shape[1], df_resid)
+    if components.covariance is not None:
+        weights = np.column_stack([from_init, from_train])
+        spread = np.einsum("ik,kl,il->i", weights, np.array(components.covariance), weights)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            satterthwaite = np.floor(2.0 * variance**2 / spread)
+        dfs = np.where(np.isfinite(satterthwaite) & (spread > 0), np.clip(satterthwaite, 1, df_resid), df_resid)
+    return np.sqrt(variance), dfs.astype(int)
 
 
 def _t_test(estimate: float, se: float, df: int) -> tuple[float, tuple[float, float]]:

@@ -12,6 +12,7 @@ the sweep store's (results.csv, sweep.json, runs/<run id>/) plus an optional
     interventions = []         # what `sweep` runs beside the baseline
     jobs = 2                   # optional: runs in parallel here when --jobs is absent
     command = "..."            # optional: the user's own program instead of `config`
+    margin = 0.01              # optional: the equivalence margin (nats/token) of classify/report/--until-decided
 
     [interventions]
     "wd-0.05" = {"train.weight_decay" = 0.05} # config overrides (noisefloor's trainer)
@@ -26,6 +27,7 @@ baseline unless --interventions names more.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from noisefloor.sweep.store import SweepStore
 
 STUDY_FILE = "noisefloor.toml"
 DEFAULT_PRESET = "tiny-cpu"
-_STUDY_KEYS = {"config", "set", "init_seeds", "train_seeds", "interventions", "jobs", "command"}
+_STUDY_KEYS = {"config", "set", "init_seeds", "train_seeds", "interventions", "jobs", "command", "margin"}
 # seconds a run costs beyond its arithmetic (process start, data, evaluation, files): measured by
 # benchmarks/sweep_overhead.py at about 1 s; the arithmetic rate is tiny-cpu's on one CPU core
 RUN_OVERHEAD_S = 1.0
@@ -76,6 +78,9 @@ train_seeds = [23, 67]
 interventions = []
 # runs in parallel on this machine (default: cores / the config's threads; 1 for a command)
 # jobs = 2
+# the equivalence margin in nats/token: an effect smaller than this does not matter to you, so
+# `classify`, `report` and `sweep --until-decided` may decide "noise" (--margin overrides it)
+# margin = 0.01
 # your own training program instead of `config` (delete config then; docs/your-own-trainer.md):
 # command = "python train.py --init-seed {{init_seed}} --train-seed {{train_seed}} --out {{run_dir}}"
 
@@ -95,6 +100,7 @@ class Study:
     train_seeds: list[int] | None = None
     interventions: list[str] = field(default_factory=list)
     jobs: int | None = None
+    margin: float | None = None
     config_interventions: dict[str, Overrides] = field(default_factory=dict)
     command_interventions: dict[str, str] = field(default_factory=dict)
 
@@ -112,6 +118,23 @@ def _strings(value: Any, where: str, example: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UserError(f"{where} must be a list of strings, e.g. {example}")
     return value
+
+
+def _margin(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise UserError(f"{where}: margin must be a positive number of nats/token, e.g. margin = 0.01 "
+                        f"(got {value!r})")
+    return float(value)
+
+
+def study_margin(source: str | Path, given: float | None) -> float | None:
+    """The equivalence margin for analysing `source` (a results CSV or a sweep folder): --margin when given,
+    else the margin of the study file beside it, else None."""
+    if given is not None:
+        return given
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    study = load_study(folder) if (folder / STUDY_FILE).is_file() else None
+    return study.margin if study else None
 
 
 def load_study(folder: str | Path) -> Study | None:
@@ -146,6 +169,8 @@ def load_study(folder: str | Path) -> Study | None:
         if not isinstance(table["jobs"], int) or isinstance(table["jobs"], bool) or table["jobs"] < 1:
             raise UserError(f"{path} [study]: jobs must be a whole number >= 1, e.g. jobs = 2")
         study.jobs = table["jobs"]
+    if "margin" in table:
+        study.margin = _margin(table["margin"], f"{path} [study]")
     if "init_seeds" in table:
         study.init_seeds = seed_list(table["init_seeds"], f"{path} [study] init_seeds")
     if "train_seeds" in table:
@@ -182,6 +207,7 @@ class Resolved:
     out: Path
     notice: str | None  # one line: where the config came from, when the user did not say
     jobs: int | None = None  # the study file's, when --jobs is absent
+    margin: float | None = None  # the study file's equivalence margin (nats/token)
 
 
 def _base_config(request: Request, study: Study | None, folder: Path) -> tuple[RunConfig, str | None]:
@@ -252,8 +278,9 @@ def resolve(request: Request) -> Resolved:
     name = folder.resolve().name or "study"
     template = request.command or (study.command if study and not request.config else None)
     jobs = study.jobs if study else None
+    margin = study.margin if study else None
     if template:
-        return Resolved(_command_plan(request, study, template, name), folder, None, jobs)
+        return Resolved(_command_plan(request, study, template, name), folder, None, jobs, margin)
     if request.argument_sets:
         raise UserError("--intervention NAME=ARGS is for --command; with noisefloor's trainer use "
                         "--interventions grad-clip,no-dropout (or define overrides in noisefloor.toml)")
@@ -267,7 +294,7 @@ def resolve(request: Request) -> Resolved:
         init_seeds = request.init_seeds or [base.train.init_seed]
         train_seeds = _seed_choice("reseed", request.train_seeds, study and study.train_seeds, "--train-seeds", "train_seeds", "23,67")
         interventions = request.interventions
-    return Resolved(from_base(base, interventions, init_seeds, train_seeds, name, registry), folder, notice, jobs)
+    return Resolved(from_base(base, interventions, init_seeds, train_seeds, name, registry), folder, notice, jobs, margin)
 
 
 # ---------------------------------------------------------------- --dry-run
