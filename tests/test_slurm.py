@@ -187,6 +187,33 @@ def test_rerun_of_a_finished_slurm_sweep_submits_nothing(array_sweep, capsys):
     assert code == 0 and "trained now: 0" in out and (slurm_sweep / "logs" / "jobs.json").read_text() == before
 
 
+# ---------------------------------------------------------------- a DDP run: one Slurm task per rank
+
+
+def test_ddp_run_with_a_slurm_task_per_rank_gives_the_local_torchrun_bits(slurm_cluster, tmp_path):  # noqa: F811
+    from noisefloor.sweep import spec
+    from noisefloor.sweep.runner import SweepOptions, run_sweep
+    from test_train import same_bytes, tensors
+
+    plan = spec.from_flags(MICRO, ["train.world_size=2", "train.steps=8"], [], [42], None, "ddp")
+    with ThreadPoolExecutor(1) as pool:  # the local torchrun run trains while the job starts
+        on_slurm = pool.submit(run_sweep, plan, tmp_path / "slurm",
+                               SweepOptions(executor="slurm", partition="debug", time_minutes=5))
+        local = run_sweep(plan, tmp_path / "local", SweepOptions(jobs=1))
+        summary = on_slurm.result()
+    assert local.ok and summary.ok
+    digests = final_digests(tmp_path / "slurm")
+    assert digests == final_digests(tmp_path / "local")
+    (run_id, job), = json.loads((tmp_path / "slurm" / "logs" / "jobs.json").read_text())["runs"].items()
+    run_dir = tmp_path / "slurm" / "runs" / run_id
+    assert same_bytes(tensors(run_dir / "model.safetensors"), tensors(tmp_path / "local" / "runs" / run_id / "model.safetensors"))
+    # trained by the job's two tasks as ranks 0 and 1 (rendezvous on the job's node), not by torchrun inside one task
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
+    assert sorted(p.name for p in (tmp_path / "slurm" / "logs" / job).glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"]
+    assert not (run_dir / "ranks.log").exists() and (tmp_path / "local" / "runs" / run_id / "ranks.log").exists()
+
+
 # ---------------------------------------------------------------- a job killed mid-run
 
 
