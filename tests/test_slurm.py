@@ -1,6 +1,7 @@
 """Sweeps on a real one-node Slurm cluster (started by the `slurm_cluster` fixture): job arrays give the local
 executor's bits, status asks Slurm, a killed job resumes bit-identically, a time limit fails the run and
---retry-failed resumes it, --cancel stops the jobs and keeps finished runs.
+--retry-failed resumes it, --cancel stops the jobs and keeps finished runs, a DDP run trained by one Slurm task
+per rank gives the local torchrun run's bits.
 
 The long time-limit sweep is submitted (--detach) by the first test and judged by the last ones, so its
 minute overlaps the other tests.
@@ -187,33 +188,6 @@ def test_rerun_of_a_finished_slurm_sweep_submits_nothing(array_sweep, capsys):
     assert code == 0 and "trained now: 0" in out and (slurm_sweep / "logs" / "jobs.json").read_text() == before
 
 
-# ---------------------------------------------------------------- a DDP run: one Slurm task per rank
-
-
-def test_ddp_run_with_a_slurm_task_per_rank_gives_the_local_torchrun_bits(slurm_cluster, tmp_path):  # noqa: F811
-    from noisefloor.sweep import spec
-    from noisefloor.sweep.runner import SweepOptions, run_sweep
-    from test_train import same_bytes, tensors
-
-    plan = spec.from_flags(MICRO, ["train.world_size=2", "train.steps=8"], [], [42], None, "ddp")
-    with ThreadPoolExecutor(1) as pool:  # the local torchrun run trains while the job starts
-        on_slurm = pool.submit(run_sweep, plan, tmp_path / "slurm",
-                               SweepOptions(executor="slurm", partition="debug", time_minutes=5))
-        local = run_sweep(plan, tmp_path / "local", SweepOptions(jobs=1))
-        summary = on_slurm.result()
-    assert local.ok and summary.ok
-    digests = final_digests(tmp_path / "slurm")
-    assert digests == final_digests(tmp_path / "local")
-    (run_id, job), = json.loads((tmp_path / "slurm" / "logs" / "jobs.json").read_text())["runs"].items()
-    run_dir = tmp_path / "slurm" / "runs" / run_id
-    assert same_bytes(tensors(run_dir / "model.safetensors"), tensors(tmp_path / "local" / "runs" / run_id / "model.safetensors"))
-    # trained by the job's two tasks as ranks 0 and 1 (rendezvous on the job's node), not by torchrun inside one task
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
-    assert sorted(p.name for p in (tmp_path / "slurm" / "logs" / job).glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"]
-    assert not (run_dir / "ranks.log").exists() and (tmp_path / "local" / "runs" / run_id / "ranks.log").exists()
-
-
 # ---------------------------------------------------------------- a job killed mid-run
 
 
@@ -295,3 +269,30 @@ def test_slurm_args_that_noisefloor_sets_itself_are_refused(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sweep", "--config", MICRO, "--init-seeds", "1", "--out", tmp_path / "o",
                            "--detach", "--quiet")
     assert code == 2 and "--detach needs --executor slurm" in err
+
+
+# ---------------------------------------------------------------- a DDP run: one Slurm task per rank
+
+
+def test_ddp_run_with_a_slurm_task_per_rank_gives_the_local_torchrun_bits(slurm_cluster, tmp_path):  # noqa: F811
+    from noisefloor.sweep import spec
+    from noisefloor.sweep.runner import SweepOptions, run_sweep
+    from test_train import same_bytes, tensors
+
+    plan = spec.from_flags(MICRO, ["train.world_size=2", "train.steps=8"], [], [42], None, "ddp")
+    with ThreadPoolExecutor(1) as pool:  # the local torchrun run trains while the job starts
+        on_slurm = pool.submit(run_sweep, plan, tmp_path / "slurm",
+                               SweepOptions(executor="slurm", partition="debug", time_minutes=5))
+        local = run_sweep(plan, tmp_path / "local", SweepOptions(jobs=1))
+        summary = on_slurm.result()
+    assert local.ok and summary.ok
+    digests = final_digests(tmp_path / "slurm")
+    assert digests == final_digests(tmp_path / "local")
+    (run_id, job), = json.loads((tmp_path / "slurm" / "logs" / "jobs.json").read_text())["runs"].items()
+    run_dir = tmp_path / "slurm" / "runs" / run_id
+    assert same_bytes(tensors(run_dir / "model.safetensors"), tensors(tmp_path / "local" / "runs" / run_id / "model.safetensors"))
+    # trained by the job's two tasks as ranks 0 and 1 (rendezvous on the job's node), not by torchrun inside one task
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
+    assert sorted(p.name for p in (tmp_path / "slurm" / "logs" / job).glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"]
+    assert not (run_dir / "ranks.log").exists() and (tmp_path / "local" / "runs" / run_id / "ranks.log").exists()
