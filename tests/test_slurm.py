@@ -296,3 +296,22 @@ def test_ddp_run_with_a_slurm_task_per_rank_gives_the_local_torchrun_bits(slurm_
     assert manifest["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
     assert sorted(p.name for p in (tmp_path / "slurm" / "logs" / job).glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"]
     assert not (run_dir / "ranks.log").exists() and (tmp_path / "local" / "runs" / run_id / "ranks.log").exists()
+
+
+def test_a_ddp_run_asks_slurm_for_one_task_per_rank_spread_over_its_nodes(tmp_path, capsys):
+    from noisefloor.errors import UserError
+    from noisefloor.sweep import spec
+    from noisefloor.sweep.executors import SlurmExecutor
+    from noisefloor.sweep.runner import SweepOptions, run_sweep
+
+    executor = SlurmExecutor(tmp_path, "gpu", 16, 60, 4, 10, nodes_per_run=2)
+    ddp, single = executor._parameters(16), executor._parameters(1)
+    assert (ddp["nodes"], ddp["tasks_per_node"], ddp["gpus_per_node"], ddp["cpus_per_task"]) == (2, 8, 8, 4)
+    assert "tasks_per_node" not in single and single["gpus_per_node"] == 16  # a single-process run takes one node
+    plan = spec.from_flags(MICRO, ["train.world_size=2"], [], [1], None, "uneven")
+    with pytest.raises(UserError, match=r"--nodes-per-run 3: run \S+ has train.world_size = 2 ranks"):
+        run_sweep(plan, tmp_path / "o", SweepOptions(executor="slurm", cluster="local", nodes_per_run=3))
+    assert not (tmp_path / "o").exists()
+    code, _, err = run_cli(capsys, "sweep", "--config", MICRO, "--init-seeds", "1", "--out", tmp_path / "o", *SLURM,
+                           "--slurm-arg", "nodes=2", "--quiet")
+    assert code == 2 and "use --nodes-per-run" in err

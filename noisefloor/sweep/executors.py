@@ -278,7 +278,8 @@ class SlurmExecutor:
 
     def __init__(self, folder: Path, partition: str | None, gpus_per_run: int, time_minutes: float, threads: int | None,
                  max_parallel: int, cluster: str | None = None, sweep_name: str = "sweep",
-                 slurm_args: dict[str, str] | None = None, detach: bool = False, attach: dict[str, str] | None = None):
+                 slurm_args: dict[str, str] | None = None, detach: bool = False, attach: dict[str, str] | None = None,
+                 nodes_per_run: int = 1):
         self.folder = folder
         self.partition = partition
         self.gpus_per_run = gpus_per_run
@@ -290,6 +291,7 @@ class SlurmExecutor:
         self.slurm_args = slurm_args or {}
         self.detach = detach
         self.attach = attach or {}  # run id -> its job still queued or running: waited for, not resubmitted
+        self.nodes_per_run = nodes_per_run  # a DDP run's; its ranks (world_size a multiple) spread evenly
 
     def _parameters(self, tasks_per_run: int) -> dict[str, Any]:
         parameters: dict[str, Any] = {
@@ -297,10 +299,12 @@ class SlurmExecutor:
             "slurm_array_parallelism": self.max_parallel,
             "slurm_signal_delay_s": signal_delay_seconds(self.time_minutes),
         }
+        nodes = self.nodes_per_run if tasks_per_run > 1 else 1
         if tasks_per_run > 1:  # one task per rank of a DDP run, as Slurm users run DDP (srun, not torchrun)
-            parameters["tasks_per_node"] = tasks_per_run
+            parameters["nodes"] = nodes
+            parameters["tasks_per_node"] = tasks_per_run // nodes
         if self.gpus_per_run:
-            parameters["gpus_per_node"] = self.gpus_per_run
+            parameters["gpus_per_node"] = self.gpus_per_run // nodes
         if self.partition:
             parameters["slurm_partition"] = self.partition
         if self.slurm_args:

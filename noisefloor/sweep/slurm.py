@@ -166,7 +166,8 @@ def torch_rendezvous_env() -> dict[str, str]:
 # sbatch options noisefloor sets itself: each has its own flag, or is how noisefloor finds its jobs again
 OWN_OPTIONS = {"time": "--time", "partition": "--partition", "gpus-per-node": "--gpus-per-run",
                "cpus-per-task": "the config's train.threads",
-               "ntasks-per-node": "the config's train.world_size (one task per rank)", "ntasks": None, "array": None, "job-name": None, "output": None,
+               "ntasks-per-node": "the config's train.world_size (one task per rank)", "ntasks": None,
+               "nodes": "--nodes-per-run", "array": None, "job-name": None, "output": None,
                "error": None, "signal": None, "open-mode": None, "wrap": None}
 
 
