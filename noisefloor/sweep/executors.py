@@ -43,7 +43,11 @@ def execute_run(run_dir: str, config: dict[str, Any], time_limit_s: float | None
     from noisefloor.rundir import RunLocked
 
     run = RunDir(Path(run_dir))
-    rank = int(os.environ.get("SLURM_PROCID", 0)) if rank_of_slurm_task else 0
+    rank = 0
+    if rank_of_slurm_task:
+        from noisefloor.sweep import slurm
+
+        rank = slurm.task_rank()
     try:
         if "command" in config:  # a user's program: no torch in this process
             from noisefloor.sweep.command import execute_command
@@ -53,7 +57,6 @@ def execute_run(run_dir: str, config: dict[str, Any], time_limit_s: float | None
         from noisefloor.train import trainer
 
         if rank_of_slurm_task:
-            from noisefloor.sweep import slurm
             from noisefloor.train import distributed
 
             os.environ.update(slurm.torch_rendezvous_env())
@@ -219,7 +222,7 @@ def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes:
     from noisefloor.sweep import slurm
 
     rank_of_task = _world_size(config) > 1 and slurm.task_count() > 1
-    rank = int(os.environ.get("SLURM_PROCID", 0)) if rank_of_task else 0
+    rank = slurm.task_rank() if rank_of_task else 0
     job_id = "_".join(filter(None, (os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID"))))
     job_id = job_id or os.environ.get("SLURM_JOB_ID", "")
     if job_id and rank == 0:

@@ -144,6 +144,11 @@ def task_count() -> int:
     return int(os.environ.get("SLURM_STEP_NUM_TASKS", 1))
 
 
+def task_rank() -> int:
+    """This task's rank among the step's tasks (SLURM_PROCID; 0 outside Slurm)."""
+    return int(os.environ.get("SLURM_PROCID", 0))
+
+
 def rendezvous_port(job_id: int) -> int:
     """A port for rank 0's rendezvous, fixed by the job id: two DDP jobs sharing a node meet on different ports,
     and a requeued job (same id) on the same one. 15000-29999 lies below Linux's ephemeral range."""
@@ -159,7 +164,7 @@ def torch_rendezvous_env() -> dict[str, str]:
     hosts = (_slurm(["scontrol", "show", "hostnames", nodes]) or "").split() if nodes else []
     if not hosts:
         raise RuntimeError(f"cannot name rank 0's node: `scontrol show hostnames {nodes!r}` listed none")
-    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(task_count()), "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+    return {"RANK": str(task_rank()), "WORLD_SIZE": str(task_count()), "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
             "MASTER_ADDR": hosts[0], "MASTER_PORT": str(rendezvous_port(int(env["SLURM_JOB_ID"])))}
 
 
