@@ -110,8 +110,9 @@ class ClusterUnavailable(Exception):
 
 
 @contextmanager
-def one_node_cluster(folder: Path):
-    """Start slurmctld and slurmd with a slurm.conf in `folder` (SLURM_CONF set meanwhile); yield its path."""
+def one_node_cluster(folder: Path, cpus: int = SLOTS):
+    """Start slurmctld and slurmd with a slurm.conf in `folder` (SLURM_CONF set meanwhile), the node with `cpus`
+    CPUs; yield its path."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])  # daemons live in sbin
     found = {c: shutil.which(c, path=search) for c in COMMANDS}
     missing = [c for c, path in found.items() if path is None]
@@ -120,7 +121,7 @@ def one_node_cluster(folder: Path):
     if os.geteuid() != 0:
         raise ClusterUnavailable("the test cluster's daemons (auth/none) must be started as root")
     node = socket.gethostname().split(".")[0]
-    conf = write_conf(folder, node, SLOTS, found["slurmd"])
+    conf = write_conf(folder, node, cpus, found["slurmd"])
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)  # the daemons, the CLI's sbatch/squeue and the jobs all read it
     daemons = [subprocess.Popen([found[daemon], "-D", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
