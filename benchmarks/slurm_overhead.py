@@ -45,7 +45,7 @@ def main() -> None:
                "slurm": SweepOptions(executor="slurm", partition="debug", time_minutes=10)}
     walls: dict[str, list[float]] = {"local": [], "slurm": []}
     digests: dict[str, set] = {"local": set(), "slurm": set()}
-    with tempfile.TemporaryDirectory() as tmp, one_node_cluster(Path(tmp) / "cluster"):
+    with tempfile.TemporaryDirectory() as tmp, one_node_cluster(Path(tmp) / "cluster", cpus=2):
         run_sweep(plan, Path(tmp) / "warm-up", options["local"])  # tokenised corpus and page cache for both
         for repeat in range(args.repeats):
             for kind in ("local", "slurm"):

@@ -305,6 +305,8 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="where runs execute (default: local; slurm for a folder whose runs went to Slurm)")
     p.add_argument("--partition", help="slurm partition")
     p.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (default 0)")
+    p.add_argument("--nodes-per-run", type=_positive_int, default=1, metavar="N",
+                   help="slurm: nodes a DDP run (train.world_size > 1) spreads its ranks over, one task per rank (default 1)")
     p.add_argument("--time", type=_minutes, default=60, metavar="MINUTES",
                    help="time limit per run: Slurm's, and a --command run's anywhere (default 60)")
     p.add_argument("--slurm-arg", dest="slurm_args", action="append", default=[], metavar="KEY=VALUE",
@@ -358,7 +360,8 @@ def _execute(plan, out, args: argparse.Namespace):
     if args.detach and executor != "slurm":
         raise UserError("--detach needs --executor slurm (local runs end with the command)")
     options = SweepOptions(executor=executor, jobs=args.jobs, retry_failed=args.retry_failed,
-                           partition=args.partition, gpus_per_run=args.gpus_per_run, time_minutes=args.time,
+                           partition=args.partition, gpus_per_run=args.gpus_per_run, nodes_per_run=args.nodes_per_run,
+                           time_minutes=args.time,
                            slurm_args=slurm.sbatch_args(args.slurm_args), detach=args.detach)
     if args.quiet:
         return run_sweep(plan, out, options)

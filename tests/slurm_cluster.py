@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 
 REQUIRE_ENV = "NOISEFLOOR_REQUIRE_SLURM"
+# Slurm's CPUs here are slots, not cores (no cgroups, task/none): 4 let the time-limit sweep's run, a job array and
+# a 2-task DDP job run side by side on a 2-core machine instead of queueing behind one another
+SLOTS = 4
 COMMANDS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 
 
@@ -107,8 +110,9 @@ class ClusterUnavailable(Exception):
 
 
 @contextmanager
-def one_node_cluster(folder: Path):
-    """Start slurmctld and slurmd with a slurm.conf in `folder` (SLURM_CONF set meanwhile); yield its path."""
+def one_node_cluster(folder: Path, cpus: int = SLOTS):
+    """Start slurmctld and slurmd with a slurm.conf in `folder` (SLURM_CONF set meanwhile), the node with `cpus`
+    CPUs; yield its path."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])  # daemons live in sbin
     found = {c: shutil.which(c, path=search) for c in COMMANDS}
     missing = [c for c, path in found.items() if path is None]
@@ -117,7 +121,7 @@ def one_node_cluster(folder: Path):
     if os.geteuid() != 0:
         raise ClusterUnavailable("the test cluster's daemons (auth/none) must be started as root")
     node = socket.gethostname().split(".")[0]
-    conf = write_conf(folder, node, min(2, os.cpu_count() or 1), found["slurmd"])
+    conf = write_conf(folder, node, cpus, found["slurmd"])
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)  # the daemons, the CLI's sbatch/squeue and the jobs all read it
     daemons = [subprocess.Popen([found[daemon], "-D", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -143,7 +147,7 @@ def one_node_cluster(folder: Path):
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """SLURM_CONF of a running one-node cluster with a `debug` partition of 2 CPUs."""
+    """SLURM_CONF of a running one-node cluster with a `debug` partition of SLOTS CPUs."""
     try:
         with one_node_cluster(tmp_path_factory.mktemp("slurm")) as conf:
             yield conf

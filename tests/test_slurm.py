@@ -1,6 +1,7 @@
 """Sweeps on a real one-node Slurm cluster (started by the `slurm_cluster` fixture): job arrays give the local
 executor's bits, status asks Slurm, a killed job resumes bit-identically, a time limit fails the run and
---retry-failed resumes it, --cancel stops the jobs and keeps finished runs.
+--retry-failed resumes it, --cancel stops the jobs and keeps finished runs, a DDP run trained by one Slurm task
+per rank gives the local torchrun run's bits.
 
 The long time-limit sweep is submitted (--detach) by the first test and judged by the last ones, so its
 minute overlaps the other tests.
@@ -268,3 +269,49 @@ def test_slurm_args_that_noisefloor_sets_itself_are_refused(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sweep", "--config", MICRO, "--init-seeds", "1", "--out", tmp_path / "o",
                            "--detach", "--quiet")
     assert code == 2 and "--detach needs --executor slurm" in err
+
+
+# ---------------------------------------------------------------- a DDP run: one Slurm task per rank
+
+
+def test_ddp_run_with_a_slurm_task_per_rank_gives_the_local_torchrun_bits(slurm_cluster, tmp_path):  # noqa: F811
+    from noisefloor.sweep import spec
+    from noisefloor.sweep.runner import SweepOptions, run_sweep
+    from test_train import same_bytes, tensors
+
+    plan = spec.from_flags(MICRO, ["train.world_size=2", "train.steps=8"], [], [42], None, "ddp")
+    with ThreadPoolExecutor(1) as pool:  # the local torchrun run trains while the job starts
+        on_slurm = pool.submit(run_sweep, plan, tmp_path / "slurm",
+                               SweepOptions(executor="slurm", partition="debug", time_minutes=5))
+        local = run_sweep(plan, tmp_path / "local", SweepOptions(jobs=1))
+        summary = on_slurm.result()
+    assert local.ok and summary.ok
+    digests = final_digests(tmp_path / "slurm")
+    assert digests == final_digests(tmp_path / "local")
+    (run_id, job), = json.loads((tmp_path / "slurm" / "logs" / "jobs.json").read_text())["runs"].items()
+    run_dir = tmp_path / "slurm" / "runs" / run_id
+    assert same_bytes(tensors(run_dir / "model.safetensors"), tensors(tmp_path / "local" / "runs" / run_id / "model.safetensors"))
+    # trained by the job's two tasks as ranks 0 and 1 (rendezvous on the job's node), not by torchrun inside one task
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["distributed"]["backend"] == "gloo"
+    assert sorted(p.name for p in (tmp_path / "slurm" / "logs" / job).glob("*_log.out")) == [f"{job}_0_log.out", f"{job}_1_log.out"]
+    assert not (run_dir / "ranks.log").exists() and (tmp_path / "local" / "runs" / run_id / "ranks.log").exists()
+
+
+def test_a_ddp_run_asks_slurm_for_one_task_per_rank_spread_over_its_nodes(tmp_path, capsys):
+    from noisefloor.errors import UserError
+    from noisefloor.sweep import spec
+    from noisefloor.sweep.executors import SlurmExecutor
+    from noisefloor.sweep.runner import SweepOptions, run_sweep
+
+    executor = SlurmExecutor(tmp_path, "gpu", 16, 60, 4, 10, nodes_per_run=2)
+    ddp, single = executor._parameters(16), executor._parameters(1)
+    assert (ddp["nodes"], ddp["tasks_per_node"], ddp["gpus_per_node"], ddp["cpus_per_task"]) == (2, 8, 8, 4)
+    assert "tasks_per_node" not in single and single["gpus_per_node"] == 16  # a single-process run takes one node
+    plan = spec.from_flags(MICRO, ["train.world_size=2"], [], [1], None, "uneven")
+    with pytest.raises(UserError, match=r"--nodes-per-run 3: run \S+ has train.world_size = 2 ranks"):
+        run_sweep(plan, tmp_path / "o", SweepOptions(executor="slurm", cluster="local", nodes_per_run=3))
+    assert not (tmp_path / "o").exists()
+    code, _, err = run_cli(capsys, "sweep", "--config", MICRO, "--init-seeds", "1", "--out", tmp_path / "o", *SLURM,
+                           "--slurm-arg", "nodes=2", "--quiet")
+    assert code == 2 and "use --nodes-per-run" in err

@@ -37,15 +37,26 @@ Task = tuple[str, str, RunConfig | CommandRun]
 Observer = Callable[[dict[str, Any]], None]
 
 
-def execute_run(run_dir: str, config: RunConfig | CommandRun, time_limit_s: float | None = None) -> dict[str, Any]:
+def execute_run(run_dir: str, config: RunConfig | CommandRun, time_limit_s: float | None = None,
+                rank_of_slurm_task: bool = False) -> dict[str, Any] | None:
     """Train, resume or return one run (or run a user's command, stopped after `time_limit_s`).
-    A run's own failure becomes a `failed` result.json, not an exception."""
+    A run's own failure becomes a `failed` result.json, not an exception.
+
+    `rank_of_slurm_task`: this process is one task of a Slurm job that has a task per rank of this DDP run
+    (no torchrun). Rank 0 answers for the run; the other ranks return None and raise their own failures (into
+    their task's log): rank 0 then fails on the broken connection and records the run as failed."""
     run = RunDir(Path(run_dir))
+    rank = slurm.task_rank() if rank_of_slurm_task else 0
     try:
         if isinstance(config, CommandRun):
             return execute_command(run_dir, config, time_limit_s)
         from noisefloor.train import trainer  # torch: a sweep of user commands never imports it
 
+        if rank_of_slurm_task:
+            from noisefloor.train import distributed  # torch, as trainer
+
+            os.environ.update(slurm.torch_rendezvous_env())
+            return trainer.train_as_rank(config, run.path, distributed.ranks_from_env())
         if run.config.exists():
             return trainer.resume(run.path)
         return trainer.train(config, run.path)
@@ -54,6 +65,8 @@ def execute_run(run_dir: str, config: RunConfig | CommandRun, time_limit_s: floa
     except RunLocked as exc:  # another process trains it: its result is that process's to write
         return {"status": "running", "error": str(exc)}
     except Exception as exc:  # recorded, and the sweep goes on
+        if rank > 0:
+            raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return failed_result(run_dir, f"{type(exc).__name__}: {message}", traceback=traceback.format_exc())
 
@@ -187,8 +200,10 @@ class TimeLimitReached(BaseException):
     """Slurm's warning signal before the time limit: not an Exception, so no run code swallows it."""
 
 
-def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes: float, signal_delay_s: int) -> dict[str, Any]:
+def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes: float,
+              signal_delay_s: int) -> dict[str, Any] | None:
     """The function a Slurm array element runs: `execute_run`, named after its run, ended cleanly at the time limit.
+    A DDP run's element has one task per rank, each running this function (see `execute_run`).
 
     Slurm warns the job `signal_delay_s` before its time limit (sbatch --signal), or up to a minute earlier
     (its event resolution). The run trains on until a few seconds before the limit, then stops at the next
@@ -196,9 +211,11 @@ def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes:
     `--retry-failed` resumes it. The same signal far from the limit is a preemption
     (PreemptParameters=send_user_signal): submitit's handler requeues the job, which resumes the run.
     """
+    rank_of_task = _world_size(config) > 1 and slurm.task_count() > 1
+    rank = slurm.task_rank() if rank_of_task else 0
     job_id = "_".join(filter(None, (os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID"))))
     job_id = job_id or os.environ.get("SLURM_JOB_ID", "")
-    if job_id:
+    if job_id and rank == 0:
         slurm.rename_job(job_id, job_name)
     warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
     submitit_handler = signal.getsignal(warning)
@@ -219,8 +236,10 @@ def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes:
     signal.signal(warning, on_warning)
     try:
         # a user's command is stopped a little before Slurm's limit, so its failure carries its own output
-        return execute_run(run_dir, config, max(1.0, time_minutes * 60 - signal_delay_s))
+        return execute_run(run_dir, config, max(1.0, time_minutes * 60 - signal_delay_s), rank_of_task)
     except TimeLimitReached:
+        if rank > 0:  # rank 0 records why the run stopped
+            return None
         finished = RunDir(Path(run_dir)).read_result()
         if finished is not None:  # the stop came after the run wrote its result: that result stands
             return finished
@@ -252,7 +271,8 @@ class SlurmExecutor:
 
     def __init__(self, folder: Path, partition: str | None, gpus_per_run: int, time_minutes: float, threads: int | None,
                  max_parallel: int, cluster: str | None = None, sweep_name: str = "sweep",
-                 slurm_args: dict[str, str] | None = None, detach: bool = False, attach: dict[str, str] | None = None):
+                 slurm_args: dict[str, str] | None = None, detach: bool = False, attach: dict[str, str] | None = None,
+                 nodes_per_run: int = 1):
         self.folder = folder
         self.partition = partition
         self.gpus_per_run = gpus_per_run
@@ -264,15 +284,20 @@ class SlurmExecutor:
         self.slurm_args = slurm_args or {}
         self.detach = detach
         self.attach = attach or {}  # run id -> its job still queued or running: waited for, not resubmitted
+        self.nodes_per_run = nodes_per_run  # a DDP run's; its ranks (world_size a multiple) spread evenly
 
-    def _parameters(self) -> dict[str, Any]:
+    def _parameters(self, tasks_per_run: int) -> dict[str, Any]:
         parameters: dict[str, Any] = {
             "timeout_min": math.ceil(self.time_minutes), "cpus_per_task": self.threads or 1, "name": f"noisefloor:{self.sweep_name}",
             "slurm_array_parallelism": self.max_parallel,
             "slurm_signal_delay_s": signal_delay_seconds(self.time_minutes),
         }
+        nodes = self.nodes_per_run if tasks_per_run > 1 else 1
+        if tasks_per_run > 1:  # one task per rank of a DDP run, as Slurm users run DDP (srun, not torchrun)
+            parameters["nodes"] = nodes
+            parameters["tasks_per_node"] = tasks_per_run // nodes
         if self.gpus_per_run:
-            parameters["gpus_per_node"] = self.gpus_per_run
+            parameters["gpus_per_node"] = self.gpus_per_run // nodes
         if self.partition:
             parameters["slurm_partition"] = self.partition
         if self.slurm_args:
@@ -282,14 +307,21 @@ class SlurmExecutor:
     def _submit(self, tasks: list[Task]) -> dict[str, Any]:
         import submitit  # only for a Slurm sweep: local sweeps and the other commands never load it
 
-        executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
-        executor.update_parameters(**self._parameters())
+        # one job array per task count: a DDP run's element has a task per rank (submitit's local mode: torchrun)
+        by_tasks: dict[int, list[Task]] = {}
+        for task in tasks:
+            by_tasks.setdefault(_world_size(task[2]) if self.cluster != "local" else 1, []).append(task)
         delay = signal_delay_seconds(self.time_minutes)
-        jobs = executor.map_array(slurm_job, [t[1] for t in tasks], [t[2] for t in tasks],
-                                  [f"noisefloor:{self.sweep_name}:{t[0]}" for t in tasks],
-                                  [self.time_minutes] * len(tasks), [delay] * len(tasks))
-        slurm.SweepJobs(self.folder).add({t[0]: job.job_id for t, job in zip(tasks, jobs)})
-        return {t[0]: job for t, job in zip(tasks, jobs)}
+        submitted: dict[str, Any] = {}
+        for tasks_per_run, group in sorted(by_tasks.items()):
+            executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=self.cluster)
+            executor.update_parameters(**self._parameters(tasks_per_run))
+            jobs = executor.map_array(slurm_job, [t[1] for t in group], [t[2] for t in group],
+                                      [f"noisefloor:{self.sweep_name}:{t[0]}" for t in group],
+                                      [self.time_minutes] * len(group), [delay] * len(group))
+            slurm.SweepJobs(self.folder).add({t[0]: job.job_id for t, job in zip(group, jobs)})
+            submitted.update({t[0]: job for t, job in zip(group, jobs)})
+        return submitted
 
     def run(self, tasks: list[Task], observer: Observer, tick: Callable[[], None] = lambda: None) -> None:
         import submitit  # only for a Slurm sweep: local sweeps and the other commands never load it
@@ -345,7 +377,7 @@ class SlurmExecutor:
     @staticmethod
     def _result(job: Any, run_dir: str) -> dict[str, Any]:
         try:
-            return job.result()
+            return job.task(0).result()  # rank 0's answer (a DDP run's job has a task per rank)
         except Exception as exc:  # the job itself failed outside the run (submitit, a broken environment)
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             return failed_result(run_dir, f"slurm job {job.job_id} failed: {lines[-1][:300]}")

@@ -24,7 +24,8 @@ class SweepOptions:
     jobs: int | None = None
     retry_failed: bool = False
     partition: str | None = None
-    gpus_per_run: int = 0
+    gpus_per_run: int = 0  # slurm: spread evenly over the run's nodes
+    nodes_per_run: int = 1  # slurm: nodes a DDP run spreads its ranks over (one task per rank)
     time_minutes: float = 60  # Slurm's limit per run; a user's command is stopped after it locally too
     cluster: str | None = None  # submitit cluster: None = auto (slurm when available), "local" for tests
     slurm_args: dict[str, str] = field(default_factory=dict)  # extra sbatch parameters (--slurm-arg)
@@ -67,6 +68,19 @@ def _validate_data(plan: Plan) -> None:
             prepare_data(run.config)
 
 
+def _check_nodes(plan: Plan, options: SweepOptions) -> None:
+    """A DDP run's ranks, and its GPUs, spread evenly over its nodes."""
+    nodes = options.nodes_per_run
+    worlds = {run.run_id: run.config.train.world_size for run in _trainer_runs(plan.runs)}
+    for run_id, world in worlds.items():
+        if world > 1 and world % nodes:
+            raise UserError(f"--nodes-per-run {nodes}: run {run_id} has train.world_size = {world} ranks, which "
+                            f"do not spread evenly over {nodes} nodes; choose a divisor of {world}")
+    if nodes > 1 and options.gpus_per_run % nodes and max(worlds.values(), default=1) > 1:
+        raise UserError(f"--gpus-per-run {options.gpus_per_run} does not spread evenly over --nodes-per-run {nodes}; "
+                        f"give the run's GPUs on all its nodes, a multiple of {nodes}")
+
+
 def _trainer_runs(runs):
     return [r for r in runs if not isinstance(r.config, CommandRun)]
 
@@ -100,6 +114,8 @@ def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,
         raise UserError("--executor slurm: no Slurm on this machine (sbatch is not on PATH)")
     store = SweepStore(atomic.out_folder(out))
     merged = store.merge_plan(plan)  # conflicts are refused before anything is written
+    if options.executor == "slurm":
+        _check_nodes(merged, options)
     _validate_data(merged)
     with _stopped_write_named(store):
         return _run_plan(store, merged, options, observer, tick)
@@ -148,7 +164,7 @@ def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: 
         if options.executor == "slurm":
             executor = SlurmExecutor(slurm.jobs_folder(store.path), options.partition, options.gpus_per_run,
                                      options.time_minutes, threads, options.jobs or len(tasks), options.cluster,
-                                     merged.name, options.slurm_args, options.detach, attach)
+                                     merged.name, options.slurm_args, options.detach, attach, options.nodes_per_run)
         else:
             jobs, gpus = default_jobs(merged)
             if options.jobs:

@@ -15,6 +15,7 @@ asks it.)
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -138,9 +139,40 @@ class SweepJobs:
         return live
 
 
+def task_count() -> int:
+    """How many tasks srun started for this job step (1 outside Slurm, and in a batch script itself)."""
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", 1))
+
+
+def task_rank() -> int:
+    """This task's rank among the step's tasks (SLURM_PROCID; 0 outside Slurm)."""
+    return int(os.environ.get("SLURM_PROCID", 0))
+
+
+def rendezvous_port(job_id: int) -> int:
+    """A port for rank 0's rendezvous, fixed by the job id: two DDP jobs sharing a node meet on different ports,
+    and a requeued job (same id) on the same one. 15000-29999 lies below Linux's ephemeral range."""
+    return 15000 + job_id % 15000
+
+
+def torch_rendezvous_env() -> dict[str, str]:
+    """torch.distributed's env:// variables for this Slurm task, one rank per task: what torchrun sets on one
+    machine, here from Slurm's (RANK = SLURM_PROCID, WORLD_SIZE = the step's task count, LOCAL_RANK =
+    SLURM_LOCALID). Rank 0 runs on the first node of the step (srun's block distribution): MASTER_ADDR."""
+    env = os.environ
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+    hosts = (_slurm(["scontrol", "show", "hostnames", nodes]) or "").split() if nodes else []
+    if not hosts:
+        raise RuntimeError(f"cannot name rank 0's node: `scontrol show hostnames {nodes!r}` listed none")
+    return {"RANK": str(task_rank()), "WORLD_SIZE": str(task_count()), "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "MASTER_ADDR": hosts[0], "MASTER_PORT": str(rendezvous_port(int(env["SLURM_JOB_ID"])))}
+
+
 # sbatch options noisefloor sets itself: each has its own flag, or is how noisefloor finds its jobs again
 OWN_OPTIONS = {"time": "--time", "partition": "--partition", "gpus-per-node": "--gpus-per-run",
-               "cpus-per-task": "the config's train.threads", "array": None, "job-name": None, "output": None,
+               "cpus-per-task": "the config's train.threads",
+               "ntasks-per-node": "the config's train.world_size (one task per rank)", "ntasks": None,
+               "nodes": "--nodes-per-run", "array": None, "job-name": None, "output": None,
                "error": None, "signal": None, "open-mode": None, "wrap": None}
 
 

@@ -10,6 +10,7 @@ import math
 import os
 import resource
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -429,3 +430,48 @@ def resume(run_dir: str | os.PathLike[str], progress: ProgressCallback | None = 
         if finished is not None:
             return finished
         return _run(config, run, progress, resume=True)
+
+
+def train_as_rank(config: RunConfig, run_dir: str | os.PathLike[str], ranks: Ranks) -> dict[str, Any] | None:
+    """Train, resume or return a DDP run as one of its ranks, in a process started for it by someone else than
+    noisefloor (Slurm's srun: one task per rank, on as many nodes as the job has; torch's env:// variables name
+    rank 0's address, as torchrun sets them). Rank 0 owns the run folder as `train` and `resume` do, then tells
+    the other ranks whether to train. Returns the run's result on rank 0, None on the others."""
+    import torch.distributed as dist
+
+    if ranks.world != config.train.world_size:
+        raise UserError(f"the run asks for world_size {config.train.world_size}, but {ranks.world} processes were "
+                        f"started for it; start one task per rank")
+    run = RunDir(atomic.out_folder(run_dir))
+    resolve_device(config.train.device, ranks.local)  # NCCL's first collective runs on the current GPU
+    dist.init_process_group(distributed.backend(config.train.device))
+    try:
+        with ExitStack() as lock:
+            finished, data = None, None
+            if ranks.rank == 0:
+                try:
+                    finished, data = _own_run_folder(config, run, lock)
+                except BaseException:
+                    dist.broadcast_object_list([{"status": "not trained"}])  # the other ranks stop too
+                    raise
+            told = [finished]
+            dist.broadcast_object_list(told)
+            if told[0] is None:
+                finished = Trainer(config, run.path, ranks=ranks, data=data).run_training(resume=True)
+            return finished if ranks.rank == 0 else None
+    finally:
+        dist.destroy_process_group()
+
+
+def _own_run_folder(config: RunConfig, run: RunDir, lock: ExitStack) -> tuple[dict[str, Any] | None, Data]:
+    """Rank 0's part before a DDP run trains: what `train` checks, the run's lock, a new run's config.json.
+    Returns the run's result when it is already done, and the prepared data."""
+    require_device(config.train.device)
+    require_compiler(config)
+    data = prepare_data(config)
+    require_memory(config)
+    run.path.mkdir(parents=True, exist_ok=True)
+    lock.enter_context(exclusive(run))
+    if not run.config.exists():
+        atomic.write_json(run.config, config.to_dict())
+    return run.read_result(TRAINER_DONE_FIELDS), data
