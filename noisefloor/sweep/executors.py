@@ -200,7 +200,7 @@ class TimeLimitReached(BaseException):
     """Slurm's warning signal before the time limit: not an Exception, so no run code swallows it."""
 
 
-def slurm_job(run_dir: str, config: dict[str, Any], job_name: str, time_minutes: float,
+def slurm_job(run_dir: str, config: RunConfig | CommandRun, job_name: str, time_minutes: float,
               signal_delay_s: int) -> dict[str, Any] | None:
     """The function a Slurm array element runs: `execute_run`, named after its run, ended cleanly at the time limit.
     A DDP run's element has one task per rank, each running this function (see `execute_run`).
