@@ -20,6 +20,7 @@ A sweep folder:
     sweep.json         every planned run: id, intervention, seeds, resolved config (or a user's command)
     results.csv        one row per planned run, rewritten atomically after each run
     runs/<run>/        the run folders
+    until-decided.json the rounds and stopping verdicts of `sweep --until-decided`
     logs/              slurm logs (slurm executor)
 
 `noisefloor demo --out DIR` trains into the sweep folder DIR/sweep and writes its report into DIR.
@@ -201,6 +202,7 @@ class SweepDir:
     plan = property(lambda self: self.path / "sweep.json")
     results = property(lambda self: self.path / "results.csv")
     runs = property(lambda self: self.path / "runs")
+    until_decided = property(lambda self: self.path / "until-decided.json")  # `sweep --until-decided`'s stopping record
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.runs / run_id)

@@ -180,6 +180,7 @@ def _honest_numbers(a: Analysis) -> Table | None:
         (
             v.intervention,
             loss(v.test_loss),
+            interval(v.band_3sd),
             interval(v.prediction_interval_997),
             percent(v.false_positive_rate_3sd),
             f"{pvalue(v.primary.pvalue)} {TEST_LABELS[v.primary.test]}" if v.primary else "–",
@@ -190,7 +191,7 @@ def _honest_numbers(a: Analysis) -> Table | None:
         )
         for v in a.verdicts
     )
-    columns = ("intervention", "test loss", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "e-value", "min margin",
+    columns = ("intervention", "test loss", "3-SD band", "99.7% PI", "3-SD FPR", "p (test)", "p Holm", "e-value", "min margin",
                "Δ paired")
     return Table("statistics", "Interventions: the honest small-n numbers", columns, rows)
 
@@ -260,12 +261,13 @@ def _components(a: Analysis) -> Table | None:
     if c is None:
         return None
     rows = (
-        ("initialisation", spread(c.var_init**0.5), f"{c.var_init:.3g}", percent(c.share_init)),
-        ("training loop", spread(c.var_train**0.5), f"{c.var_train:.3g}", percent(c.share_train)),
+        ("initialisation", spread(c.var_init**0.5), f"{c.var_init:.3g}", percent(c.share_init), "–"),
+        ("training loop", spread(c.var_train**0.5), f"{c.var_train:.3g}", percent(c.share_train),
+         "–" if c.df_train is None else str(c.df_train)),
     )
     over = f"all {c.n_runs} runs, {c.n_interventions} intervention(s) as fixed effects" if c.n_interventions else f"{c.n_runs} baseline runs"
     title = f"Variance components, one mixed model ({c.method}, {over}, {c.n_init_seeds} init seeds)"
-    return Table("variance_components", title, ("source", "SD", "variance", "share"), rows)
+    return Table("variance_components", title, ("source", "SD", "variance", "share", "df"), rows)
 
 
 def _factorial(a: Analysis) -> Table | None:

@@ -17,6 +17,8 @@ from typing import Callable
 from noisefloor import atomic
 from noisefloor.config import RunConfig
 from noisefloor.errors import UserError
+from noisefloor.report.words import analysis_json
+from noisefloor.rundir import SweepDir
 from noisefloor.stats.classify import Analysis, analyse_results
 from noisefloor.stats.table import read_results
 from noisefloor.sweep import rounds
@@ -24,7 +26,6 @@ from noisefloor.sweep.interventions import BASELINE
 from noisefloor.sweep.runner import SweepSummary
 from noisefloor.sweep.spec import Plan, PlannedRun
 
-RECORD_FILE = "until-decided.json"
 
 
 @dataclass
@@ -50,7 +51,7 @@ class UntilDecided:
             "seed_sequence": self.sequence,
             "rounds": [{"round": n, "init_seed": r.seed, "arms": list(r.arms)} for n, r in self.history],
             "interventions": [dataclasses.asdict(o) for o in self.outcomes],
-            "classify": self.analysis.to_json() if self.analysis else None,
+            "classify": analysis_json(self.analysis) if self.analysis else None,
         }
 
 
@@ -109,7 +110,7 @@ def run_until_decided(plan: Plan, out: Path, max_seeds: int, alpha: float, margi
         result.summary = train(plan)
         result.summary.trained = trained + result.summary.trained  # "trained now" counts every round
     if result.analysis is not None and result.summary.ok:
-        result.record = result.summary.path / RECORD_FILE
+        result.record = SweepDir(result.summary.path).until_decided
         atomic.write_text(result.record, json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
