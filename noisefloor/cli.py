@@ -370,36 +370,17 @@ def _execute(plan, out, args: argparse.Namespace):
 
 
 def _print_sweep_summary(summary) -> None:
+    from noisefloor.report.status import sweep_summary_lines
     from noisefloor.sweep.store import STATUSES  # sweep/: only for the commands that sweep
 
-    counts = ", ".join(f"{summary.count(s)} {s}" for s in STATUSES if summary.count(s))
-    print(f"{summary.path}: {len(summary.records)} runs ({counts}); trained now: {len(summary.trained)}")
-    for run_id in summary.skipped_running:
-        print(f"  {run_id}: being trained by another process, left alone")
-    for record in summary.records:
-        if record.status in ("failed", "diverged"):
-            print(f"  {record.planned.run_id}: {record.status} — {(record.result or {}).get('error')}")
-    results = SweepDir(summary.path).results
-    print(f"results: {results}   next: noisefloor classify {results}")
+    print("\n".join(sweep_summary_lines(summary, STATUSES, SweepDir(summary.path).results)))
 
 
 def _print_dry_run(resolved, jobs: int) -> None:
+    from noisefloor.report.status import dry_run_lines
     from noisefloor.sweep.study import describe  # sweep/: only for the commands that sweep
 
-    lines = describe(resolved)
-    todo = [line for line in lines if line.status != "done"]
-    for line in lines:
-        train = "none" if line.train_seed is None else line.train_seed
-        when = "unknown" if line.seconds is None else f"{line.seconds:,.0f} s{'' if line.measured else ' (estimated)'}"
-        print(f"  {line.run_id}  {line.intervention}  init {line.init_seed}  train {train}  {line.status}  {when}")
-    known = [line.seconds for line in todo if line.seconds is not None]
-    if not todo:
-        total = "nothing to train"
-    elif len(known) < len(todo):
-        total = "time unknown until a run finishes"
-    else:
-        total = f"about {max(sum(known) / jobs, max(known)) / 60:,.1f} min at {jobs} job(s) on CPU"
-    print(f"{resolved.out}: {len(lines)} runs planned, {len(lines) - len(todo)} done, {len(todo)} to run; {total}")
+    print("\n".join(dry_run_lines(describe(resolved), resolved.out, jobs)))
 
 
 def _study_plan(kind: str, args: argparse.Namespace):

@@ -14,6 +14,13 @@ if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker more than the cores. Many tests spend their time waiting on a trainer subprocess, a
+    Slurm job or a time limit; a third worker on 2 cores fills that wait (measured: 6 min 6 s -> 5 min 10 s)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores + 1
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _token_cache(tmp_path_factory):
     """Tokenised corpora go to a per-session folder, never the user's ~/.cache."""

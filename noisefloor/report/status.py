@@ -1,4 +1,4 @@
-"""What `noisefloor status` prints: one row per run of a sweep."""
+"""What the sweep commands print: `status`'s table (one row per run), a sweep's closing summary, a --dry-run plan."""
 
 from __future__ import annotations
 
@@ -23,3 +23,31 @@ def render_status(console, path: Path, rows: list[dict], statuses: tuple[str, ..
         table.add_row(r["run"], r["intervention"], str(r["init_seed"]), train_seed, r["status"],
                       f"{r['step']}/{r['steps'] or '?'}", loss, *slurm_cells, r["error"] or "")
     print_table(console, table, prose={"error"})
+
+
+def sweep_summary_lines(summary, statuses: tuple[str, ...], results: Path) -> list[str]:
+    """A sweep's closing lines (summary: sweep/runner.SweepSummary): counts, runs left alone or failed, what next."""
+    counts = ", ".join(f"{summary.count(s)} {s}" for s in statuses if summary.count(s))
+    lines = [f"{summary.path}: {len(summary.records)} runs ({counts}); trained now: {len(summary.trained)}"]
+    lines += [f"  {run_id}: being trained by another process, left alone" for run_id in summary.skipped_running]
+    lines += [f"  {r.planned.run_id}: {r.status} — {(r.result or {}).get('error')}"
+              for r in summary.records if r.status in ("failed", "diverged")]
+    return lines + [f"results: {results}   next: noisefloor classify {results}"]
+
+
+def dry_run_lines(lines, out: Path, jobs: int) -> list[str]:
+    """--dry-run: each planned run (lines: sweep/study.describe's) with its state and time, then the total."""
+    todo = [line for line in lines if line.status != "done"]
+    text = []
+    for line in lines:
+        train = "none" if line.train_seed is None else line.train_seed
+        when = "unknown" if line.seconds is None else f"{line.seconds:,.0f} s{'' if line.measured else ' (estimated)'}"
+        text.append(f"  {line.run_id}  {line.intervention}  init {line.init_seed}  train {train}  {line.status}  {when}")
+    known = [line.seconds for line in todo if line.seconds is not None]
+    if not todo:
+        total = "nothing to train"
+    elif len(known) < len(todo):
+        total = "time unknown until a run finishes"
+    else:
+        total = f"about {max(sum(known) / jobs, max(known)) / 60:,.1f} min at {jobs} job(s) on CPU"
+    return text + [f"{out}: {len(lines)} runs planned, {len(lines) - len(todo)} done, {len(todo)} to run; {total}"]
