@@ -394,13 +394,13 @@ def _study_plan(kind: str, args: argparse.Namespace):
     args.jobs = args.jobs or resolved.jobs
     until_decided = getattr(args, "until_decided", False)
     if until_decided:
-        from noisefloor.sweep.until_decided import study_seeds
+        from noisefloor.sweep.until_decided import study_seeds  # sweep/: only for the commands that sweep
 
         study_seeds(resolved.plan, args.max_seeds)  # a mistake is one line before anything is planned or trained
     if args.dry_run:
         _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
         if until_decided:
-            from noisefloor.sweep.rounds import seed_sequence
+            from noisefloor.sweep.rounds import seed_sequence  # as above
 
             sequence = seed_sequence(study_seeds(resolved.plan, args.max_seeds), args.max_seeds)
             print(f"then, until decided: init seeds {', '.join(map(str, sequence))} (at most {args.max_seeds} "
@@ -412,6 +412,7 @@ def _study_plan(kind: str, args: argparse.Namespace):
 
 
 def _until_decided(resolved, args: argparse.Namespace) -> int:
+    # rich (report/) and sweep/: only for this command
     from noisefloor.report import tables
     from noisefloor.sweep.until_decided import run_until_decided
 
@@ -594,7 +595,7 @@ def _diverge(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.to_json(), indent=2))
     else:
-        from noisefloor.report.bitwise import divergence_lines
+        from noisefloor.report.bitwise import divergence_lines  # not needed by --json
 
         print("\n".join(divergence_lines(found)))
     return 1 if found.diverged else 0
@@ -649,13 +650,11 @@ def _decision_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _margin(args: argparse.Namespace) -> float | None:
     """--margin, else the margin of the study file beside the results (read only when there is one: classify starts fast)."""
-    from pathlib import Path
-
     source = Path(args.source)
     folder = source if source.is_dir() else source.parent
-    if args.margin is not None or not (folder / "noisefloor.toml").is_file():
+    if args.margin is not None or not SweepDir(folder).study.is_file():
         return args.margin
-    from noisefloor.sweep.study import study_margin
+    from noisefloor.sweep.study import study_margin  # sweep/ (and what it loads): only when a study file is there
 
     return study_margin(source, args.margin)
 

@@ -199,6 +199,7 @@ def last_training_line(metrics: Path) -> dict[str, Any] | None:
 class SweepDir:
     path: Path
 
+    study = property(lambda self: self.path / "noisefloor.toml")  # the study file (sweep/study.py reads it)
     plan = property(lambda self: self.path / "sweep.json")
     results = property(lambda self: self.path / "results.csv")
     runs = property(lambda self: self.path / "runs")

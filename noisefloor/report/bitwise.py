@@ -76,7 +76,7 @@ def divergence_lines(found) -> list[str]:
 
 def render_doctor(console, fingerprint: dict[str, Any], hazards, mode: dict[str, Any], test: dict | None) -> None:
     """What `doctor` prints: the fingerprint table, the hazards found, the settings runs use, the self-test."""
-    from rich.table import Table
+    from rich.table import Table  # rich: never loaded by --json output
 
     table = Table(title="environment fingerprint", title_justify="left", show_header=False)
     table.add_column("key")

@@ -14,7 +14,7 @@ LOG_WIDTH = 200  # without a terminal (and without COLUMNS): where prose wraps
 
 
 def make_console(stderr: bool = False):
-    from rich.console import Console
+    from rich.console import Console  # rich: a quarter of a second, never loaded by --json output
 
     stream = sys.stderr if stderr else sys.stdout
     # rich would lay out at 80 columns without a terminal; COLUMNS, when set, still decides
@@ -28,7 +28,7 @@ def print_table(console, table, prose: frozenset[str] | set[str] = frozenset()) 
     if console.is_terminal:
         console.print(table)
         return
-    from rich.measure import Measurement
+    from rich.measure import Measurement  # as in make_console
     from rich.text import Text
 
     unlimited = console.options.update_width(1 << 20)

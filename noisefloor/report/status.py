@@ -9,7 +9,7 @@ from noisefloor.report.console import print_table
 
 def render_status(console, path: Path, rows: list[dict], statuses: tuple[str, ...], slurm: bool) -> None:
     """rows: the dicts `status --json` lists under "runs"; slurm: whether to show the Slurm job columns."""
-    from rich.table import Table
+    from rich.table import Table  # rich: never loaded by --json output
 
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in statuses}
     table = Table(title=f"{path}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")

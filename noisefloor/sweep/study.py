@@ -39,11 +39,12 @@ from noisefloor import config as config_module
 from noisefloor.config import RunConfig, TrainConfig, parse_problem, read_config_bytes, seed_list
 from noisefloor.errors import UserError
 from noisefloor.presets import PRESETS
+from noisefloor.rundir import SweepDir
 from noisefloor.sweep.interventions import Overrides, Registry, parse_overrides
 from noisefloor.sweep.spec import CommandRun, Plan, from_base, from_command
 from noisefloor.sweep.store import SweepStore
 
-STUDY_FILE = "noisefloor.toml"
+STUDY_FILE = SweepDir(Path(".")).study.name
 DEFAULT_PRESET = "tiny-cpu"
 _STUDY_KEYS = {"config", "set", "init_seeds", "train_seeds", "interventions", "jobs", "command", "margin"}
 # seconds a run costs beyond its arithmetic (process start, data, evaluation, files): measured by
@@ -107,7 +108,7 @@ class Study:
 
 def write_template(folder: str | Path, config: str = DEFAULT_PRESET) -> Path:
     folder = atomic.out_folder(folder)
-    target = folder / STUDY_FILE
+    target = SweepDir(folder).study
     if target.exists():
         raise UserError(f"{target} exists already; edit it, or delete it and run noisefloor init again")
     atomic.write_text(target, TEMPLATE.format(config=config))
@@ -133,13 +134,13 @@ def study_margin(source: str | Path, given: float | None) -> float | None:
     if given is not None:
         return given
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
-    study = load_study(folder) if (folder / STUDY_FILE).is_file() else None
+    study = load_study(folder) if SweepDir(folder).study.is_file() else None
     return study.margin if study else None
 
 
 def load_study(folder: str | Path) -> Study | None:
     """The folder's noisefloor.toml, validated; None when there is none."""
-    path = Path(folder) / STUDY_FILE
+    path = SweepDir(Path(folder)).study
     if not path.is_file():
         return None
     try:

@@ -87,7 +87,7 @@ def run_until_decided(plan: Plan, out: Path, max_seeds: int, alpha: float, margi
     result = UntilDecided(train(plan), sequence, bar, max_seeds, alpha, margin)
     number = 0
     while result.summary.ok:
-        result.analysis = analyse_results(read_results(result.summary.path / "results.csv"), alpha, margin)
+        result.analysis = analyse_results(read_results(SweepDir(result.summary.path).results), alpha, margin)
         seeds_of = _seeds_done(result.summary, [BASELINE] + names)
         verdicts = {v.intervention: v for v in result.analysis.verdicts}
         result.outcomes = [rounds.judge(_standing(name, seeds_of[name], verdicts.get(name), margin), alpha,

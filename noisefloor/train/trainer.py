@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from noisefloor import __version__, atomic
@@ -437,8 +438,6 @@ def train_as_rank(config: RunConfig, run_dir: str | os.PathLike[str], ranks: Ran
     noisefloor (Slurm's srun: one task per rank, on as many nodes as the job has; torch's env:// variables name
     rank 0's address, as torchrun sets them). Rank 0 owns the run folder as `train` and `resume` do, then tells
     the other ranks whether to train. Returns the run's result on rank 0, None on the others."""
-    import torch.distributed as dist
-
     if ranks.world != config.train.world_size:
         raise UserError(f"the run asks for world_size {config.train.world_size}, but {ranks.world} processes were "
                         f"started for it; start one task per rank")
