@@ -22,6 +22,7 @@ from noisefloor.config import check_seed, seed_list
 from noisefloor.diverge import diverge
 from noisefloor.errors import UserError
 from noisefloor.report.bitwise import path_comparison_text
+from noisefloor.report.status import eval_line, run_result_lines
 from noisefloor.rundir import RunDir, SweepDir, default_run_dir, demo_sweep
 
 Handler = Callable[[argparse.Namespace], int]
@@ -222,11 +223,8 @@ def _train(args: argparse.Namespace) -> int:
             result = trainer.train(config, out, live)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
-    elif result["status"] == "done":
-        print(f"{out}: test loss {result['test_loss']:.6f}  val loss {result['val_loss']:.6f}  "
-              f"{result['tokens_per_s']:,.0f} tok/s  final weights {result['final_digest'][7:19]}")
     else:
-        print(f"{out}: {result['status']} — {result['error']}")
+        print("\n".join(run_result_lines(out, result)))
     return 0 if result["status"] == "done" else 1
 
 
@@ -246,7 +244,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.split} loss {result['loss']:.6f}  ({result['windows']} windows, {result['tokens']} tokens)")
+        print(eval_line(result))
     return 0
 
 

@@ -88,3 +88,15 @@ def test_verify_identical_prints_every_value_of_its_json(tmp_path, capsys):
     b = write_arrays(tmp_path / "b.safetensors", changed | {"extra": np.ones(3, np.int64)}, {"format": "np"})
     data, text = json_and_text(capsys, "verify-identical", a, b, code=1)
     assert missing_from_text(data, text) == [] and f"{LONG}.weight" in text
+
+
+def test_train_and_eval_print_every_value_of_their_json(tmp_path, capsys, micro_config):
+    """`train --json` prints the run's result.json; the text names every field of it. `eval` likewise."""
+    from noisefloor.rundir import RunDir
+
+    run = tmp_path / "run"
+    done, text, _ = run_cli(capsys, "train", "--config", "micro", "--set", "train.steps=4", "--out", run)
+    assert done == 0
+    assert missing_from_text(RunDir(run).read_result(), text) == []
+    data, text = json_and_text(capsys, "eval", run)
+    assert missing_from_text(data, text) == []

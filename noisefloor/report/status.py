@@ -51,3 +51,21 @@ def dry_run_lines(lines, out: Path, jobs: int) -> list[str]:
     else:
         total = f"about {max(sum(known) / jobs, max(known)) / 60:,.1f} min at {jobs} job(s) on CPU"
     return text + [f"{out}: {len(lines)} runs planned, {len(lines) - len(todo)} done, {len(todo)} to run; {total}"]
+
+
+def run_result_lines(out, result: dict) -> list[str]:
+    """What `train` prints of a run's result.json: the losses first, then every other field, whole."""
+    if result["status"] != "done":
+        return [f"{out}: {result['status']} — {result['error']}"]
+    return [f"{out}: test loss {result['test_loss']:.6f}  val loss {result['val_loss']:.6f}  "
+            f"{result['tokens_per_s']:,.0f} tok/s  final weights {result['final_digest'][7:19]}",
+            f"  {result['status']}: step {result['step']}/{result['steps']}, {result['tokens_seen']:,} tokens in "
+            f"{result['seconds']:,.2f} s, peak memory {result['peak_memory_bytes']:,} bytes ({result['peak_memory_kind']})",
+            f"  initial weights {result['init_digest']}",
+            f"  final weights   {result['final_digest']}"]
+
+
+def eval_line(result: dict) -> str:
+    """What `eval` prints: the loss of the weights on the split, and what it was averaged over."""
+    return (f"{result['split']} loss {result['loss']:.6f}  ({result['windows']} windows, {result['tokens']:,} tokens"
+            f" of {result['weights']})")
