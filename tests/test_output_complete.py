@@ -69,8 +69,11 @@ def test_a_command_study_prints_status_and_classify_whole_and_the_live_view_ends
     code, stdout, stderr = run_cli(capsys, "sweep", "--command", program, "--init-seeds", "1,2,3", "--out", out,
                                    "--intervention", f"{LONG}=--better", "--jobs", "2")
     assert code == 0, stderr
-    # no terminal: the live view printed no frame (an empty table), only the line that sums the sweep up
-    assert stderr.strip().splitlines()[-1] == "6 runs: 6 done, 0 running, 0 queued, 0 failed, 0 diverged"
+    # no terminal: the live view printed no frame (an empty table), a line per finished run, then the sum
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "6 runs: 6 done, 0 running, 0 queued, 0 failed, 0 diverged"
+    finished = [line for line in lines if line.endswith("/6)")]
+    assert len(finished) == 6 and all(": done  test loss " in line for line in finished) and finished[-1].endswith("(6/6)")
     assert "running run" not in stderr
     data, text = json_and_text(capsys, "status", out)
     assert missing_from_text(data, text) == [] and LONG in text

@@ -12,7 +12,7 @@ from noisefloor.rundir import RunDir, last_training_line
 class SweepView:
     """Observer + tick for `run_sweep`, rendered with rich.Live on stderr. It appears
     with the plan, so a sweep refused before training prints only its error line.
-    Without a terminal (a log file) nothing redraws: the sweep ends with one summary line."""
+    Without a terminal (a log file) nothing redraws: a line per finished run, then one summary line."""
 
     def __init__(self, runs_dir: Path, console=None):
         self.runs_dir = runs_dir
@@ -36,7 +36,7 @@ class SweepView:
 
         self.started = True
         self.console = self.console or Console(stderr=True)
-        if not self.console.is_terminal:  # a log: no frames, only the summary line at the end
+        if not self.console.is_terminal:  # a log: no frames; a line per finished run and the summary at the end
             return
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
@@ -69,6 +69,8 @@ class SweepView:
             began = self.started_at.pop(event["run"], None)
             if began is not None and self.status[event["run"]] == "done":
                 self.durations.append(time.time() - began)
+            if self.started and self.live is None:
+                self.console.print(self._finished_line(event["run"], event["result"]), markup=False, soft_wrap=True)
         self.tick()
 
     def tick(self) -> None:
@@ -81,6 +83,12 @@ class SweepView:
             return "eta --"
         seconds = sum(self.durations) / len(self.durations) * left / max(1, self.jobs_seen)
         return f"eta {int(seconds // 60)}:{int(seconds % 60):02d}"
+
+    def _finished_line(self, run_id: str, result: dict[str, Any]) -> str:
+        ended = sum(1 for s in self.status.values() if s not in ("queued", "running"))
+        loss = result.get("test_loss")
+        what = f"test loss {loss:.6f}" if isinstance(loss, (int, float)) else (result.get("error") or "")
+        return f"{run_id}: {self.status[run_id]}  {what}  ({ended}/{self.total})"
 
     def _summary(self, eta: bool = True) -> str:
         counts = {s: sum(1 for v in self.status.values() if v == s) for s in ("done", "running", "queued", "failed", "diverged")}
