@@ -230,8 +230,8 @@ def _runs(a: Analysis) -> Table:
 
 
 def _models(a: Analysis) -> Table | None:
-    rows = ((("variance components", a.components.method_text),) if a.components else ()) + (
-        (("factorial effects", a.factorial.model),) if a.factorial else ())
+    rows = ((("variance components", words.components_method(a.components)),) if a.components else ()) + (
+        (("factorial effects", words.factorial_model(a.factorial)),) if a.factorial else ())
     return Table("models", "Models fitted", ("what", "model"), rows) if rows else None
 
 
@@ -276,9 +276,10 @@ def _factorial(a: Analysis) -> Table | None:
         return None
     rows = tuple(
         (" = ".join((t.term, *t.aliases)), t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value),
-         pvalue(t.p_holm), outcome_css(t.decision, t.decision, None), t.reading)
+         pvalue(t.p_holm), outcome_css(t.decision, t.decision, None), words.term_reading(t))
         for t in f.terms
-    ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", why) for term, why in f.not_estimable)
+    ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", words.NOT_ESTIMABLE[why])
+              for term, why in f.not_estimable)
     title = f"Do the improvements add up? (OLS on {f.n_runs} runs, {f.df_resid} residual df)"
     if f.design is not None:
         d = f.design
