@@ -204,7 +204,7 @@ def _decision_reasons(a: Analysis) -> Table | None:
 def _factorial_intervals(a: Analysis) -> Table | None:
     if a.factorial is None or not a.factorial.terms:
         return None
-    rows = tuple((t.term, f"{t.df:g}", signed_interval(t.ci)) for t in a.factorial.terms)
+    rows = tuple((t.term, "–" if t.df is None else f"{t.df:g}", signed_interval(t.ci)) for t in a.factorial.terms)
     level = f"{100 * (1 - 2 * a.alpha):g}% CI (the decision's)"
     return Table("factorial_intervals", "The factorial terms' decision intervals", ("term", "df", level), rows)
 
