@@ -342,7 +342,7 @@ def render_plan(table: Table, console) -> None:
 
 def until_decided_table(result) -> Table:
     """`sweep --until-decided`'s stopping verdict per intervention (result: sweep/until_decided.UntilDecided)."""
-    rows = tuple((o.intervention, o.state, str(o.seeds), evalue(o.e_value), f"{o.threshold:g}", o.reason)
+    rows = tuple((o.intervention, o.state, str(o.seeds), evalue(o.e_value), f"{o.threshold:g}", words.outcome_reason(o))
                  for o in result.outcomes)
     margin = "no margin" if result.margin is None else f"margin ±{result.margin:g}"
     title = (f"Until decided (error-controlled under optional stopping; alpha {result.alpha:g}, {margin}, "

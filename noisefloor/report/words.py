@@ -13,6 +13,7 @@ from noisefloor.stats.classify import (
     NOISE,
     SIGNAL,
     SCHEMA,
+    UNDECIDED,
     Analysis,
     FloorChoice,
     FloorReason,
@@ -264,6 +265,20 @@ def factorial_model(f: Factorial) -> str:
 def factorial_json(f: Factorial) -> dict:
     return f.to_json(factorial_model(f), [term_reading(t) for t in f.terms],
                      [NOT_ESTIMABLE[why] for _, why in f.not_estimable])
+
+
+def outcome_reason(o) -> str:
+    """Why `sweep --until-decided` stopped an intervention, or gives it another seed (o: sweep/rounds.Outcome)."""
+    shown = "none yet" if o.e_value is None else f"{o.e_value:.3g}"
+    if o.state == SIGNAL:
+        return f"e-value {shown} >= {o.threshold:g} at {o.seeds} seeds"
+    if o.state == NOISE:
+        return f"at the maximum {o.seeds} seeds its {100 * (1 - 2 * o.alpha):g}% interval lies inside ±{o.margin:g}"
+    if o.state != UNDECIDED:  # open: it gets another seed
+        return f"e-value {shown} < {o.threshold:g} at {o.seeds} of {o.max_seeds} seeds"
+    why = ("no margin given (--margin, or margin in noisefloor.toml), so noise cannot be decided" if o.margin is None
+           else f"its interval is not inside ±{o.margin:g}")
+    return f"e-value {shown} < {o.threshold:g} at the maximum {o.seeds} seeds; {why}"
 
 
 def verdict_json(v: Verdict) -> dict:
