@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import REPO, run_cli
 
+from noisefloor.report import words
 from noisefloor.sweep import spec
 
 FIVE = "grad-clip,no-dropout,wd-0.01,lr-schedule,qkv-bias"
@@ -106,7 +107,7 @@ def test_known_main_effects_and_interaction_are_recovered_within_their_intervals
         truth = TRUE.get(name, 0.0)
         assert term.ci95[0] < truth < term.ci95[1], name
         assert term.decision == ("signal" if truth else "noise"), name  # |effect| >= 0.02 vs SE ~0.0015; margin 0.01
-    assert terms["grad-clip x no-dropout"].kind == "interaction" and "higher than the effects added up" in terms["grad-clip x no-dropout"].reading
+    assert terms["grad-clip x no-dropout"].kind == "interaction" and "higher than the effects added up" in words.term_reading(terms["grad-clip x no-dropout"])
     # Balanced ±1 columns: every effect has the same SE, sqrt(4 s² / n) with s² the residual variance.
     assert len({round(t.se, 12) for t in f.terms}) == 1
 
@@ -177,9 +178,9 @@ def _init_changing_study(rng, seeds=(42, 22, 67), init_sd=0.019, loop_sd=0.006) 
 def test_init_changing_factor_is_flagged_and_judged_by_its_spread_across_init_seeds():
     f = analyse_results(results_from_text(_init_changing_study(np.random.default_rng(3)), "s.csv")).factorial
     terms = {t.term: t for t in f.terms}
-    assert f.init_changing == ("qkv-bias",) and f.to_json()["design"]["init_changing"] == ["qkv-bias"]
+    assert f.init_changing == ("qkv-bias",) and words.factorial_json(f)["design"]["init_changing"] == ["qkv-bias"]
     assert [t.term for t in f.terms if t.changes_init] == ["qkv-bias"]
-    assert "start from other initial weights" in terms["qkv-bias"].reading
+    assert "start from other initial weights" in words.term_reading(terms["qkv-bias"])
     # qkv-bias: one new draw per init seed, so its effect is judged by the per-seed effects (3 seeds: 2 df)
     rows = [line.split(",") for line in _init_changing_study(np.random.default_rng(3)).splitlines()[1:]]
     per_seed = [np.mean([float(r[3]) for r in rows if r[1] == s and "qkv-bias" in r[0]])
@@ -191,7 +192,7 @@ def test_init_changing_factor_is_flagged_and_judged_by_its_spread_across_init_se
     one_seed = analyse_results(results_from_text(_init_changing_study(np.random.default_rng(3), seeds=(42,)) +
                                                  "baseline,42,23,5.01,true\nbaseline,42,67,5.0,true\n", "s.csv")).factorial
     qkv = next(t for t in one_seed.terms if t.term == "qkv-bias")
-    assert qkv.se is None and "needs runs at >= 2 init seeds" in qkv.reading
+    assert qkv.se is None and "needs runs at >= 2 init seeds" in words.term_reading(qkv)
 
 
 def test_init_changing_effects_keep_their_error_rate_by_simulation():

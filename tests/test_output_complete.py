@@ -41,6 +41,17 @@ def test_classify_prints_every_value_of_its_json(capsys, source, margin):
     assert missing_from_text(data, text, SCHEMA) == []
 
 
+def test_classify_prints_a_factorial_term_without_a_test(capsys, tmp_path):
+    """A 2x2 at one init seed with no baseline repeat there: no residual df, so no term has a df or an interval
+    (the terminal table once failed on the missing df)."""
+    results = tmp_path / "results.csv"
+    results.write_text("intervention,init_seed,train_seed,test_loss,same_init\nbaseline,42,,5.1,\nbaseline,22,,5.12,\n"
+                       "a,42,,5.109,true\nb,42,,5.12,true\na+b,42,,5.107,true\n")
+    data, text = json_and_text(capsys, "classify", str(results))
+    assert all(t["df"] is None for t in data["factorial"]["terms"])
+    assert missing_from_text(data, text, SCHEMA) == []
+
+
 def test_plan_prints_every_value_of_its_json(capsys):
     data, text = json_and_text(capsys, "plan", STUDY, "--effect", "0.01")
     assert missing_from_text(data, text) == []

@@ -9,7 +9,9 @@ import pytest
 from analysis_helpers import BASE, run, study_rows, write_csv
 from scipy import optimize
 
+from noisefloor.report import words
 from noisefloor.stats.classify import analyse
+from noisefloor.stats.components import ComponentsMissing
 
 
 def reml_reference(y: np.ndarray, groupings: list[np.ndarray], x: np.ndarray | None = None) -> np.ndarray:
@@ -76,7 +78,9 @@ def test_components_need_two_init_seeds_and_two_streams(tmp_path):
     rows = study_rows({(42, None): 5.10, (22, None): 5.12, (67, None): 5.09})
     analysis = analyse(write_csv(tmp_path / "r.csv", rows))
     assert analysis.components is None
-    assert "need runs at >= 2 init seeds" in analysis.components_note and "found 3 init draw(s), 0 degree" in analysis.components_note
+    assert analysis.components_missing == ComponentsMissing(n_draws=3, df_within=0)  # facts; words.py words them
+    note = words.components_missing(analysis.components_missing)
+    assert "need runs at >= 2 init seeds" in note and "found 3 init draw(s), 0 degree" in note
     # an init-changing intervention draws new weights at each seed: still nothing within a draw
     changed = [run("qkv-bias", s, None, 5.1 + 0.01 * k, False) for k, s in enumerate((42, 22, 67))]
     assert analyse(write_csv(tmp_path / "r.csv", rows + changed)).components is None
@@ -133,7 +137,7 @@ def test_when_no_reml_fit_converges_the_components_come_from_anova(tmp_path, mon
     grid = y.reshape(3, 3)  # balanced one-way ANOVA by hand: rows are init seeds
     ms_within = ((grid - grid.mean(1, keepdims=True)) ** 2).sum() / 6
     ms_between = 3 * ((grid.mean(1) - grid.mean()) ** 2).sum() / 2
-    assert c.method == "ANOVA" and "method of moments" in c.to_json()["method"]
+    assert c.method == "ANOVA" and "method of moments" in words.components_method(c)
     assert c.var_residual == pytest.approx(ms_within) and c.var_init == pytest.approx((ms_between - ms_within) / 3)
 
 

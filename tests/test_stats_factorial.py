@@ -9,7 +9,9 @@ import pytest
 from analysis_helpers import BASE, STUDY, run, study_rows, write_csv
 from scipy import stats
 
+from noisefloor.report import words
 from noisefloor.stats.classify import analyse
+from noisefloor.stats.factorial import Reading
 
 
 def test_two_by_two_at_one_init_seed_worked_by_hand(tmp_path):
@@ -34,7 +36,7 @@ def test_two_by_two_at_one_init_seed_worked_by_hand(tmp_path):
     assert interaction.ci95 == pytest.approx(
         (interaction.estimate - stats.t.ppf(0.975, 2) * interaction.se, interaction.estimate + stats.t.ppf(0.975, 2) * interaction.se)
     )
-    assert "adding up" in interaction.reading
+    assert interaction.reading is Reading.ADDS_UP and "adding up" in words.term_reading(interaction)
 
 
 def test_study_blocks_by_init_seed():
@@ -50,7 +52,7 @@ def test_combination_without_its_parts_alone_is_not_estimable(tmp_path):
     rows = study_rows(BASE, [run("a", 42, None, 5.09), run("a+b", 42, None, 5.05)])
     f = analyse(write_csv(tmp_path / "r.csv", rows)).factorial
     assert [t.term for t in f.terms] == ["a", "b"]  # b = (a+b) - a, assuming no interaction, as the note says
-    assert [(term, "assume it is 0" in why) for term, why in f.not_estimable] == [("a x b", True)]
+    assert [(term, "assume it is 0" in words.NOT_ESTIMABLE[why]) for term, why in f.not_estimable] == [("a x b", True)]
 
 
 def test_no_combinations_no_factorial():

@@ -12,6 +12,7 @@ import pytest
 from conftest import run_cli
 from noisefloor.config import MAX_SEED
 from noisefloor.stats import sequential
+from noisefloor.report import words
 from noisefloor.sweep import rounds
 
 ALPHA = 0.05
@@ -35,7 +36,7 @@ def test_stop_on_signal_any_round_on_noise_only_at_the_maximum():
     assert judge(_standing("a", 3, None, equivalent=True)).state == rounds.OPEN  # equivalence is not looked at early
     assert judge(_standing("a", 6, 3.0, equivalent=True)).state == rounds.NOISE
     undecided = judge(_standing("a", 6, 3.0), margin=None)
-    assert undecided.state == rounds.UNDECIDED and "no margin given" in undecided.reason
+    assert undecided.state == rounds.UNDECIDED and "no margin given" in words.outcome_reason(undecided)
     assert rounds.judge(_standing("a", 3, 21.0), ALPHA, 1, 6, None).state == rounds.SIGNAL  # one intervention: 1 / alpha
 
 

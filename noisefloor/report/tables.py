@@ -204,7 +204,7 @@ def _decision_reasons(a: Analysis) -> Table | None:
 def _factorial_intervals(a: Analysis) -> Table | None:
     if a.factorial is None or not a.factorial.terms:
         return None
-    rows = tuple((t.term, f"{t.df:g}", signed_interval(t.ci)) for t in a.factorial.terms)
+    rows = tuple((t.term, "–" if t.df is None else f"{t.df:g}", signed_interval(t.ci)) for t in a.factorial.terms)
     level = f"{100 * (1 - 2 * a.alpha):g}% CI (the decision's)"
     return Table("factorial_intervals", "The factorial terms' decision intervals", ("term", "df", level), rows)
 
@@ -230,8 +230,8 @@ def _runs(a: Analysis) -> Table:
 
 
 def _models(a: Analysis) -> Table | None:
-    rows = ((("variance components", a.components.method_text),) if a.components else ()) + (
-        (("factorial effects", a.factorial.model),) if a.factorial else ())
+    rows = ((("variance components", words.components_method(a.components)),) if a.components else ()) + (
+        (("factorial effects", words.factorial_model(a.factorial)),) if a.factorial else ())
     return Table("models", "Models fitted", ("what", "model"), rows) if rows else None
 
 
@@ -276,9 +276,10 @@ def _factorial(a: Analysis) -> Table | None:
         return None
     rows = tuple(
         (" = ".join((t.term, *t.aliases)), t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value),
-         pvalue(t.p_holm), outcome_css(t.decision, t.decision, None), t.reading)
+         pvalue(t.p_holm), outcome_css(t.decision, t.decision, None), words.term_reading(t))
         for t in f.terms
-    ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", why) for term, why in f.not_estimable)
+    ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", words.NOT_ESTIMABLE[why])
+              for term, why in f.not_estimable)
     title = f"Do the improvements add up? (OLS on {f.n_runs} runs, {f.df_resid} residual df)"
     if f.design is not None:
         d = f.design
@@ -341,7 +342,7 @@ def render_plan(table: Table, console) -> None:
 
 def until_decided_table(result) -> Table:
     """`sweep --until-decided`'s stopping verdict per intervention (result: sweep/until_decided.UntilDecided)."""
-    rows = tuple((o.intervention, o.state, str(o.seeds), evalue(o.e_value), f"{o.threshold:g}", o.reason)
+    rows = tuple((o.intervention, o.state, str(o.seeds), evalue(o.e_value), f"{o.threshold:g}", words.outcome_reason(o))
                  for o in result.outcomes)
     margin = "no margin" if result.margin is None else f"margin ±{result.margin:g}"
     title = (f"Until decided (error-controlled under optional stopping; alpha {result.alpha:g}, {margin}, "

@@ -1,7 +1,8 @@
 """The analysis in words: every sentence `classify`, `report` and `--json` say about an analysis.
 
-stats/classify.py returns numbers and typed flags (a `NoteKind` with its facts, a `FloorReason`); this module
-is the one place that turns them into sentences, so the terminal, Markdown, HTML and --json say the same.
+stats/ returns numbers and typed flags (a `NoteKind` with its facts, a `FloorReason`, the variance components'
+`Fit` and `ComponentsMissing`, a factorial term's `Reading`); this module is the one place that turns them into
+sentences, so the terminal, Markdown, HTML and --json say the same.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from noisefloor.stats.classify import (
     NOISE,
     SIGNAL,
     SCHEMA,
+    UNDECIDED,
     Analysis,
     FloorChoice,
     FloorReason,
@@ -20,6 +22,8 @@ from noisefloor.stats.classify import (
     Verdict,
     finite,
 )
+from noisefloor.stats.components import MAX_REML_RUNS, REML_METHODS, Components, ComponentsMissing, Fit
+from noisefloor.stats.factorial import Factorial, NotEstimable, Reading, Term
 from noisefloor.stats.floors import INIT, TRAIN
 from noisefloor.stats.tests import TestResult, Undefined
 
@@ -100,8 +104,8 @@ def notes(items) -> list[str]:
 def analysis_notes(analysis: Analysis) -> list[str]:
     """The analysis-wide notes in words, including why variance components are missing."""
     out = notes(analysis.notes)
-    if analysis.components is None and analysis.components_note:
-        out.append(analysis.components_note)
+    if analysis.components is None and analysis.components_missing:
+        out.append(components_missing(analysis.components_missing))
     return out
 
 
@@ -188,6 +192,95 @@ def test_note(t: TestResult) -> str | None:
     return None if t.undefined is None else UNDEFINED[t.undefined]
 
 
+def components_method(c: Components) -> str:
+    """How the variance components were fitted, and over which runs."""
+    over = (f"; over all {c.n_runs} runs, {c.n_interventions} intervention(s) as fixed effects"
+            if c.n_interventions else f"; over the {c.n_runs} baseline runs")
+    fit = c.fit
+    if fit in (Fit.ANOVA_TOO_MANY_RUNS, Fit.ANOVA_NOT_CONVERGED):
+        why = f"more than {MAX_REML_RUNS} runs" if fit is Fit.ANOVA_TOO_MANY_RUNS else "no REML fit converged"
+        return (f"ANOVA, method of moments ({why}; the training stream's variance is "
+                f"inside the training-loop component){over}")
+    if fit is Fit.PROFILE_REML:
+        return f"REML, random intercept per init draw (exact one-parameter profile likelihood){over}"
+    return f"REML, statsmodels MixedLM (crossed random effects; best converged fit of {', '.join(REML_METHODS)}){over}"
+
+
+def components_missing(m: ComponentsMissing) -> str:
+    return (
+        "variance components need runs at >= 2 init seeds and, at one init seed, >= 2 runs that share its "
+        "initial weights beyond what the interventions' means take (baseline runs at >= 2 training streams, or "
+        f"a same-init intervention beside the baseline at >= 2 init seeds); found {m.n_draws} init draw(s), "
+        f"{m.df_within} degree(s) of freedom within them"
+    )
+
+
+NO_INIT_TEST = ("no test: an init-changing term needs runs at >= 2 init seeds (in a design; else the variance "
+                "components: baseline runs at >= 2 init seeds and >= 2 streams)")
+READINGS = {
+    Reading.LOWERS_LOSS: lambda t: "lowers the loss",
+    Reading.RAISES_LOSS: lambda t: "raises the loss",
+    Reading.ADDS_UP: lambda t: f"consistent with the effects adding up (p = {t.p_value:.3g})",
+    Reading.HIGHER_THAN_ADDED: lambda t: f"the combination's loss is higher than the effects added up (p = {t.p_value:.3g})",
+    Reading.LOWER_THAN_ADDED: lambda t: f"the combination's loss is lower than the effects added up (p = {t.p_value:.3g})",
+    Reading.NO_INIT_TEST: lambda t: NO_INIT_TEST,
+    Reading.NO_RESIDUAL_DF: lambda t: "no test: no residual degrees of freedom (add runs with other seeds)",
+}
+
+
+def term_reading(t: Term) -> str:
+    """A factorial term's reading, with what its init-changing runs mean for its SE."""
+    text = READINGS[t.reading](t)
+    if not t.changes_init:
+        return text
+    if t.kind == "main":
+        return text + (" (its runs start from other initial weights: its SE includes init-seed variance)"
+                       if t.se is not None else f"; {NO_INIT_TEST}")
+    if t.p_value is not None:
+        return text + " (init-changing: its runs start from other initial weights, its SE includes init-seed variance)"
+    return text
+
+
+NOT_ESTIMABLE = {
+    NotEstimable.NOT_IDENTIFIABLE: (
+        "not identifiable from these runs (needs runs of each part alone and together); the other terms assume it is 0"),
+}
+
+
+def factorial_model(f: Factorial) -> str:
+    """The factorial model fitted, as a formula and where its SEs come from."""
+    if f.design is not None:
+        text = ("OLS in ±1 coding: test_loss ~ 1 + C(init_seed) + one column per alias chain of main effects and "
+                "two-factor interactions; effect = mean loss on minus off")
+    else:
+        text = "OLS: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
+    if f.init_variance:
+        text += "; SEs from the variance components (init-seed variance of init-changing interventions)"
+    if f.init_changing:
+        text += (f"; effects of init-changing {', '.join(f.init_changing)} alone: t-test on their per-init-seed "
+                 "estimates (the new initial weights are drawn once per init seed)")
+    return text
+
+
+def factorial_json(f: Factorial) -> dict:
+    return f.to_json(factorial_model(f), [term_reading(t) for t in f.terms],
+                     [NOT_ESTIMABLE[why] for _, why in f.not_estimable])
+
+
+def outcome_reason(o) -> str:
+    """Why `sweep --until-decided` stopped an intervention, or gives it another seed (o: sweep/rounds.Outcome)."""
+    shown = "none yet" if o.e_value is None else f"{o.e_value:.3g}"
+    if o.state == SIGNAL:
+        return f"e-value {shown} >= {o.threshold:g} at {o.seeds} seeds"
+    if o.state == NOISE:
+        return f"at the maximum {o.seeds} seeds its {100 * (1 - 2 * o.alpha):g}% interval lies inside ±{o.margin:g}"
+    if o.state != UNDECIDED:  # open: it gets another seed
+        return f"e-value {shown} < {o.threshold:g} at {o.seeds} of {o.max_seeds} seeds"
+    why = ("no margin given (--margin, or margin in noisefloor.toml), so noise cannot be decided" if o.margin is None
+           else f"its interval is not inside ±{o.margin:g}")
+    return f"e-value {shown} < {o.threshold:g} at the maximum {o.seeds} seeds; {why}"
+
+
 def verdict_json(v: Verdict) -> dict:
     return v.to_json({"decision_reason": decision_reason(v), "disagreement": disagreement(v),
                       "floor_reason": floor_reason(v.floor_reason), "notes": notes(v.notes),
@@ -211,8 +304,8 @@ def analysis_json(a: Analysis) -> dict:
             "floors": [f.to_json() for f in a.floors],
             "pooled_training_loop_sd": a.pooled_train.to_json() if a.pooled_train else None,
             "interventions": [verdict_json(v) for v in a.verdicts],
-            "variance_components": a.components.to_json() if a.components else None,
-            "variance_components_note": a.components_note,
-            "factorial": a.factorial.to_json() if a.factorial else None,
+            "variance_components": a.components.to_json(components_method(a.components)) if a.components else None,
+            "variance_components_note": components_missing(a.components_missing) if a.components_missing else None,
+            "factorial": factorial_json(a.factorial) if a.factorial else None,
         }
     )

@@ -47,7 +47,7 @@ import pandas as pd
 
 from noisefloor.errors import UserError
 from noisefloor.stats import sequential, tests
-from noisefloor.stats.components import Components, variance_components
+from noisefloor.stats.components import Components, ComponentsMissing, variance_components
 from noisefloor.stats.factorial import Factorial, factorial_effects
 from noisefloor.stats.floors import (
     INIT,
@@ -298,7 +298,7 @@ class Analysis:
     floors: tuple[Floor, ...]
     verdicts: tuple[Verdict, ...]
     components: Components | None
-    components_note: str | None
+    components_missing: ComponentsMissing | None  # why there are no components (None when there are)
     factorial: Factorial | None
     notes: tuple[Note, ...]
     pooled_train: PooledSD | None = None
@@ -354,13 +354,13 @@ def analyse_results(results: Results, alpha: float = ALPHA, margin: float | None
         _judge(name, group, context) for name, group in _by_intervention(cells).items() if name != BASELINE
     ]
     verdicts = [replace(v, alpha=alpha, margin=margin) for v in _holm(verdicts)]
-    components, components_note = variance_components(cells)
+    components, components_missing = variance_components(cells)
     return Analysis(
         results=results,
         floors=floors,
         verdicts=tuple(verdicts),
         components=components,
-        components_note=components_note,
+        components_missing=components_missing,
         factorial=factorial_effects(cells, components, alpha, margin),
         notes=tuple(_notes(results, floors, verdicts, margin, context.pooled)),
         pooled_train=context.pooled,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,21 @@ from noisefloor.stats.table import BASELINE, NO_RESEED
 REML_METHODS = ("lbfgs", "powell", "nm")
 MAX_REML_RUNS = 300  # above it MixedLM takes minutes (dense per-group algebra); ANOVA is then as good
 REML, ANOVA = "REML", "ANOVA"
+
+
+class Fit(Enum):
+    PROFILE_REML = "profile"  # one random factor: the exact one-parameter profile likelihood (one_way_reml)
+    MIXEDLM_REML = "mixedlm"  # crossed random effects: the best converged MixedLM fit of REML_METHODS
+    ANOVA_TOO_MANY_RUNS = "anova-too-many-runs"  # more than MAX_REML_RUNS runs: Henderson's method III
+    ANOVA_NOT_CONVERGED = "anova-not-converged"  # no REML fit converged: Henderson's method III
+
+
+@dataclass(frozen=True)
+class ComponentsMissing:
+    """Why the design gives no variance components: too few init draws or no degree of freedom within them."""
+
+    n_draws: int
+    df_within: int
 
 
 @dataclass(frozen=True)
@@ -84,20 +100,16 @@ class Components:
         return self.var_train / self.total if self.total > 0 else None
 
     @property
-    def method_text(self) -> str:
-        over = (f"; over all {self.n_runs} runs, {self.n_interventions} intervention(s) as fixed effects"
-                if self.n_interventions else f"; over the {self.n_runs} baseline runs")
+    def fit(self) -> Fit:
+        """Which fit gave the components (report/words.py says it in words)."""
         if self.method == ANOVA:
-            why = f"more than {MAX_REML_RUNS} runs" if self.n_runs > MAX_REML_RUNS else "no REML fit converged"
-            return (f"ANOVA, method of moments ({why}; the training stream's variance is "
-                    f"inside the training-loop component){over}")
-        if not self.crossed:
-            return f"REML, random intercept per init draw (exact one-parameter profile likelihood){over}"
-        return f"REML, statsmodels MixedLM (crossed random effects; best converged fit of {', '.join(REML_METHODS)}){over}"
+            return Fit.ANOVA_TOO_MANY_RUNS if self.n_runs > MAX_REML_RUNS else Fit.ANOVA_NOT_CONVERGED
+        return Fit.MIXEDLM_REML if self.crossed else Fit.PROFILE_REML
 
-    def to_json(self) -> dict:
+    def to_json(self, method: str) -> dict:
+        """The --json object; `method` is the fit in words (report/words.py)."""
         return {
-            "method": self.method_text,
+            "method": method,
             "n_runs": self.n_runs,
             "n_init_seeds": self.n_init_seeds,
             "n_init_draws": self.n_draws,
@@ -142,20 +154,15 @@ def model_frame(cells: pd.DataFrame) -> pd.DataFrame:
     return frame[~single | (frame["intervention"] == BASELINE)].reset_index(drop=True)
 
 
-def variance_components(cells: pd.DataFrame) -> tuple[Components | None, str | None]:
-    """Fit the components over every run (interventions as fixed effects); (None, reason) when the design cannot."""
+def variance_components(cells: pd.DataFrame) -> tuple[Components | None, ComponentsMissing | None]:
+    """Fit the components over every run (interventions as fixed effects); (None, why) when the design cannot."""
     data = model_frame(cells)
     names = pd.factorize(data["intervention"])[0]
     draws = pd.factorize(data["init"])[0]
     n_draws = int(draws.max()) + 1 if len(data) else 0
     df_within = _within_df(names, draws) if n_draws else 0
     if n_draws < 2 or df_within < 1:
-        return None, (
-            "variance components need runs at >= 2 init seeds and, at one init seed, >= 2 runs that share its "
-            "initial weights beyond what the interventions' means take (baseline runs at >= 2 training streams, or "
-            f"a same-init intervention beside the baseline at >= 2 init seeds); found {n_draws} init draw(s), "
-            f"{df_within} degree(s) of freedom within them"
-        )
+        return None, ComponentsMissing(n_draws, df_within)
     shared = data[data["stream"].map(lambda s: not s.startswith(NO_RESEED))].groupby("stream")["init"].nunique()
     crossed = bool((shared >= 2).any())
     facts = dict(n_runs=len(data), n_init_seeds=int(data["seed"].nunique()), crossed=crossed,

@@ -59,6 +59,7 @@ Holm-adjusted p-value (over the terms) is below alpha; noise when its
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import Enum
 from itertools import combinations
 
 import numpy as np
@@ -70,7 +71,23 @@ from noisefloor.stats.table import BASELINE
 from noisefloor.stats.tests import ALPHA, holm, t_ppf, t_sf
 
 SEP = "+"
-NOT_IDENTIFIABLE = "not identifiable from these runs (needs runs of each part alone and together); the other terms assume it is 0"
+ADDITIVITY_ALPHA = 0.05  # an interaction's p-value at or above it reads as the effects adding up
+
+
+class Reading(Enum):
+    """What a term says, for report/words.py to word (with the term's p-value and whether it changes the init)."""
+
+    LOWERS_LOSS = "lowers"  # main effects
+    RAISES_LOSS = "raises"
+    ADDS_UP = "adds-up"  # interactions: p >= ADDITIVITY_ALPHA
+    HIGHER_THAN_ADDED = "higher"  # the combination's loss is above the sum of the single effects
+    LOWER_THAN_ADDED = "lower"
+    NO_INIT_TEST = "no-init-test"  # an init-changing interaction without runs at >= 2 init seeds
+    NO_RESIDUAL_DF = "no-residual-df"
+
+
+class NotEstimable(Enum):
+    NOT_IDENTIFIABLE = "not-identifiable"  # a combination without runs of each of its parts alone and together
 
 
 @dataclass(frozen=True)
@@ -107,30 +124,17 @@ class Term:
         return "undecided"
 
     @property
-    def reading(self) -> str:
-        no_init_test = ("no test: an init-changing term needs runs at >= 2 init seeds (in a design; else the variance "
-                        "components: baseline runs at >= 2 init seeds and >= 2 streams)")
+    def reading(self) -> Reading:
         if self.kind == "main":
-            text = "lowers the loss" if self.estimate < 0 else "raises the loss"
-            if self.changes_init:
-                text += (" (its runs start from other initial weights: its SE includes init-seed variance)"
-                         if self.se is not None else f"; {no_init_test}")
-            return text
-        if self.p_value is not None and self.changes_init:
-            return self._additivity() + " (init-changing: its runs start from other initial weights, its SE includes init-seed variance)"
-        if self.p_value is None and self.changes_init:
-            return no_init_test
+            return Reading.LOWERS_LOSS if self.estimate < 0 else Reading.RAISES_LOSS
         if self.p_value is None:
-            return "no test: no residual degrees of freedom (add runs with other seeds)"
-        return self._additivity()
+            return Reading.NO_INIT_TEST if self.changes_init else Reading.NO_RESIDUAL_DF
+        if self.p_value >= ADDITIVITY_ALPHA:
+            return Reading.ADDS_UP
+        return Reading.HIGHER_THAN_ADDED if self.estimate > 0 else Reading.LOWER_THAN_ADDED
 
-    def _additivity(self) -> str:
-        if self.p_value >= 0.05:
-            return f"consistent with the effects adding up (p = {self.p_value:.3g})"
-        side = "higher" if self.estimate > 0 else "lower"
-        return f"the combination's loss is {side} than the effects added up (p = {self.p_value:.3g})"
-
-    def to_json(self) -> dict:
+    def to_json(self, reading: str) -> dict:
+        """The --json object; `reading` is the reading in words (report/words.py)."""
         return {
             "term": self.term,
             "kind": self.kind,
@@ -145,7 +149,7 @@ class Term:
             "decision": self.decision,
             "ci": list(self.ci) if self.ci else None,
             "ci_level": 1.0 - 2.0 * self.alpha,
-            "reading": self.reading,
+            "reading": reading,
         }
 
 
@@ -156,30 +160,18 @@ class Factorial:
     df_resid: int
     blocks: tuple[int, ...]
     terms: tuple[Term, ...]
-    not_estimable: tuple[tuple[str, str], ...]  # (term, reason)
+    not_estimable: tuple[tuple[str, NotEstimable], ...]  # (term, why)
     init_variance: bool = False  # SEs from the variance components (init-changing interventions present)
     design: Design | None = None  # a recognised regular design: the ±1 fit of alias chains
     runs_left_out: int = 0  # runs outside the (init seed, stream) cells every design row has
     init_changing: tuple[str, ...] = ()  # factors whose runs start from other initial weights (design fit)
 
-    @property
-    def model(self) -> str:
-        if self.design is not None:
-            text = ("OLS in ±1 coding: test_loss ~ 1 + C(init_seed) + one column per alias chain of main effects and "
-                    "two-factor interactions; effect = mean loss on minus off")
-        else:
-            text = "OLS: test_loss ~ 1 + C(init_seed) + main effects + pairwise interactions"
-        if self.init_variance:
-            text += "; SEs from the variance components (init-seed variance of init-changing interventions)"
-        if self.init_changing:
-            text += (f"; effects of init-changing {', '.join(self.init_changing)} alone: t-test on their per-init-seed "
-                     "estimates (the new initial weights are drawn once per init seed)")
-        return text
-
-    def to_json(self) -> dict:
+    def to_json(self, model: str, readings: list[str], reasons: list[str]) -> dict:
+        """The --json object; the model, each term's reading and each not-estimable term's reason in words
+        (report/words.py), in the order of terms and not_estimable."""
         d = self.design
         return {
-            "model": self.model,
+            "model": model,
             "design": None if d is None else {
                 "runs": d.runs, "full_factorial_runs": d.full_runs, "resolution": d.resolution_name,
                 "defining_relation": d.defining_relation, "runs_left_out": self.runs_left_out,
@@ -189,8 +181,8 @@ class Factorial:
             "n_runs": self.n_runs,
             "df_resid": self.df_resid,
             "init_seed_blocks": list(self.blocks),
-            "terms": [t.to_json() for t in self.terms],
-            "not_estimable": [{"term": t, "reason": r} for t, r in self.not_estimable],
+            "terms": [t.to_json(reading) for t, reading in zip(self.terms, readings)],
+            "not_estimable": [{"term": t, "reason": r} for (t, _), r in zip(self.not_estimable, reasons)],
         }
 
 
@@ -235,7 +227,7 @@ def _combination_effects(cells: pd.DataFrame, factors: tuple[str, ...], componen
             kept.append((name, kind))
             columns.append(column)
         elif kind in ("main", "interaction"):
-            dropped.append((name, NOT_IDENTIFIABLE))
+            dropped.append((name, NotEstimable.NOT_IDENTIFIABLE))
 
     init_changers = {f for f in factors if (used.loc[used["intervention"] == f, "same_init"] == False).any()}  # noqa: E712
     y = used["test_loss"].astype(float).to_numpy()

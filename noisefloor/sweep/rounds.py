@@ -63,24 +63,22 @@ class Outcome:
     seeds: int
     e_value: float | None
     threshold: float
-    reason: str
+    max_seeds: int  # what the state was judged by (report/words.py says why in words)
+    alpha: float
+    margin: float | None
 
 
 def judge(standing: Standing, alpha: float, interventions: int, max_seeds: int, margin: float | None) -> Outcome:
     """Stop on signal at any round (anytime-valid); on noise only at the maximum; else go on."""
     bar = threshold(alpha, interventions)
     n, e = len(standing.seeds), standing.e_value
-    shown = "none yet" if e is None else f"{e:.3g}"
     if e is not None and e >= bar:
-        return Outcome(standing.intervention, SIGNAL, n, e, bar, f"e-value {shown} >= {bar:g} at {n} seeds")
-    if n < max_seeds:
-        return Outcome(standing.intervention, OPEN, n, e, bar, f"e-value {shown} < {bar:g} at {n} of {max_seeds} seeds")
-    if standing.equivalent:
-        return Outcome(standing.intervention, NOISE, n, e, bar,
-                       f"at the maximum {n} seeds its {100 * (1 - 2 * alpha):g}% interval lies inside ±{margin:g}")
-    why = ("no margin given (--margin, or margin in noisefloor.toml), so noise cannot be decided" if margin is None
-           else f"its interval is not inside ±{margin:g}")
-    return Outcome(standing.intervention, UNDECIDED, n, e, bar, f"e-value {shown} < {bar:g} at the maximum {n} seeds; {why}")
+        state = SIGNAL
+    elif n < max_seeds:
+        state = OPEN
+    else:
+        state = NOISE if standing.equivalent else UNDECIDED
+    return Outcome(standing.intervention, state, n, e, bar, max_seeds, alpha, margin)
 
 
 @dataclass(frozen=True)

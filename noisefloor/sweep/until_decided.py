@@ -17,7 +17,7 @@ from typing import Callable
 from noisefloor import atomic
 from noisefloor.config import RunConfig
 from noisefloor.errors import UserError
-from noisefloor.report.words import analysis_json
+from noisefloor.report.words import analysis_json, outcome_reason
 from noisefloor.rundir import SweepDir
 from noisefloor.stats.classify import Analysis, analyse_results
 from noisefloor.stats.table import read_results
@@ -50,7 +50,8 @@ class UntilDecided:
             "signal_threshold_e": self.threshold,
             "seed_sequence": self.sequence,
             "rounds": [{"round": n, "init_seed": r.seed, "arms": list(r.arms)} for n, r in self.history],
-            "interventions": [dataclasses.asdict(o) for o in self.outcomes],
+            "interventions": [{"intervention": o.intervention, "state": o.state, "seeds": o.seeds, "e_value": o.e_value,
+                               "threshold": o.threshold, "reason": outcome_reason(o)} for o in self.outcomes],
             "classify": analysis_json(self.analysis) if self.analysis else None,
         }
 
