@@ -54,14 +54,27 @@ def dry_run_lines(lines, out: Path, jobs: int) -> list[str]:
 
 
 def run_result_lines(out, result: dict) -> list[str]:
-    """What `train` prints of a run's result.json: the losses first, then every other field, whole."""
+    """What `train` prints of a run's result.json: the losses first, then every other field, whole. Only the
+    fields the trainer always writes are certain (rundir.TRAINER_DONE_FIELDS); a resumed run from an older
+    noisefloor, or a hand-edited file, may lack the rest, which are then left out."""
     if result["status"] != "done":
         return [f"{out}: {result['status']} — {result['error']}"]
+
+    def given(key: str, kind=int):
+        value = result.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    step, steps, tokens, memory = given("step"), given("steps"), given("tokens_seen"), given("peak_memory_bytes")
+    progress = [f"step {step}/{steps if steps is not None else '?'}"] if step is not None else []
+    progress.append(f"{tokens:,} tokens in {result['seconds']:,.2f} s" if tokens is not None
+                    else f"{result['seconds']:,.2f} s")
+    if memory is not None:
+        progress.append(f"peak memory {memory:,} bytes ({given('peak_memory_kind', str) or 'unknown kind'})")
+    init = given("init_digest", str)
     return [f"{out}: test loss {result['test_loss']:.6f}  val loss {result['val_loss']:.6f}  "
             f"{result['tokens_per_s']:,.0f} tok/s  final weights {result['final_digest'][7:19]}",
-            f"  {result['status']}: step {result['step']}/{result['steps']}, {result['tokens_seen']:,} tokens in "
-            f"{result['seconds']:,.2f} s, peak memory {result['peak_memory_bytes']:,} bytes ({result['peak_memory_kind']})",
-            f"  initial weights {result['init_digest']}",
+            f"  {result['status']}: " + ", ".join(progress),
+            *([f"  initial weights {init}"] if init is not None else []),
             f"  final weights   {result['final_digest']}"]
 
 
