@@ -27,6 +27,7 @@ from noisefloor.rundir import RunDir, SweepDir, default_run_dir, demo_sweep
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
+DEFAULT_ALPHA = 0.05  # stats.tests.ALPHA; not imported from there, which would load scipy for every command
 ORDER = ("demo", "init", "train", "eval", "export", "smoke", "design", "sweep", "reseed", "status", "classify", "plan", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
@@ -325,7 +326,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="add init seeds in rounds (to each undecided intervention and the baseline) until each is "
                         "decided (anytime-valid e-value for signal; noise only at --max-seeds) or has --max-seeds")
     p.add_argument("--max-seeds", type=_positive_int, metavar="N", help="with --until-decided: the most init seeds per intervention")
-    _decision_arguments(p)
+    _decision_arguments(p, alpha=None)
     _executor_arguments(p)
 
 
@@ -486,10 +487,11 @@ def _sweep(args: argparse.Namespace) -> int:
                             "--interventions/--set/--command/--intervention")
         plan = spec.from_file(args.spec)
         out = args.out or f"sweeps/{plan.name}"
-    if (args.max_seeds or args.margin is not None) and not args.until_decided:
-        flag = "--max-seeds" if args.max_seeds else "--margin"
+    if (args.max_seeds or args.margin is not None or args.alpha is not None) and not args.until_decided:
+        flag = "--max-seeds" if args.max_seeds else "--margin" if args.margin is not None else "--alpha"
         raise UserError(f"{flag} goes with --until-decided, e.g. --until-decided --max-seeds 10"
-                        + (" (classify and report take --margin too)" if flag == "--margin" else ""))
+                        + (f" (classify and report take {flag} too)" if flag != "--max-seeds" else ""))
+    args.alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     if args.until_decided:
         if not args.max_seeds:
             raise UserError("--until-decided needs a limit: add --max-seeds N (the most init seeds per intervention)")
@@ -637,8 +639,9 @@ def _source_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _decision_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alpha", type=_alpha, default=0.05, help="error rate of the decision (default 0.05)")
+def _decision_arguments(parser: argparse.ArgumentParser, alpha: float | None = DEFAULT_ALPHA) -> None:
+    # sweep's default is None, so that --alpha without --until-decided can be refused rather than ignored
+    parser.add_argument("--alpha", type=_alpha, default=alpha, help=f"error rate of the decision (default {DEFAULT_ALPHA})")
     parser.add_argument(
         "--margin", type=_positive_number, metavar="NATS",
         help="equivalence margin in nats/token: an effect smaller than this does not matter to you (default: "

@@ -140,3 +140,10 @@ def test_a_new_round_clones_the_arm_at_the_new_init_seed_for_both_kinds_of_run(m
     command = PlannedRun("qkv-bias", 42, None, CommandRun("python t.py --seed {init_seed} --out {run_dir}", "--qkv-bias", 42, None))
     clone = _at_seed(command, 68)
     assert clone.config.command("d") == "python t.py --seed 68 --out d --qkv-bias" and clone.run_id != command.run_id
+
+
+def test_decision_flags_without_until_decided_are_refused_not_ignored(tmp_path, capsys):
+    for flag in (("--alpha", "0.01"), ("--margin", "0.02"), ("--max-seeds", "5")):
+        code, _, err = run_cli(capsys, "sweep", "--init-seeds", "42,22", "--out", tmp_path / "s", *flag)
+        assert code == 2 and f"{flag[0]} goes with --until-decided" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
