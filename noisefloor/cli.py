@@ -59,16 +59,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected minutes, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text}")
-    return value
-
-
 def _number(text: str, low: float, high: float, what: str) -> float:
     try:
         value = float(text)
@@ -81,6 +71,10 @@ def _number(text: str, low: float, high: float, what: str) -> float:
 
 def _alpha(text: str) -> float:
     return _number(text, 0.0, 0.5, "alpha must be between 0 and 0.5 (e.g. 0.05)")
+
+
+def _minutes(text: str) -> float:
+    return _number(text, 0.0, float("inf"), "must be more than 0 minutes")
 
 
 def _positive_number(text: str) -> float:

@@ -64,9 +64,9 @@ def final_digests(sweep: Path) -> dict[str, str]:
 
 
 def steps_done(run_dir: Path) -> int:
-    from noisefloor.report.live import last_training_line
+    from noisefloor.rundir import RunDir
 
-    return (last_training_line(run_dir / "metrics.jsonl") or {}).get("step", 0)
+    return (RunDir(run_dir).last_training_line() or {}).get("step", 0)
 
 
 # ---------------------------------------------------------------- a run too long for its --time, in the background

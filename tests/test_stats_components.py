@@ -270,7 +270,7 @@ def test_interaction_of_init_changing_interventions_with_fitted_components_keeps
         study = cells.assign(test_loss=values[keys])
         components, _ = variance_components(study)
         term = {t.term: t for t in factorial_effects(study, components).terms}["qkv-bias x tied"]
-        assert term.changes_init and term.df <= 8
+        assert term.changes_init
         rejected += term.p_value < 0.05
     assert rejected / studies <= 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / studies)
 

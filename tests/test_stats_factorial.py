@@ -109,3 +109,26 @@ def test_interaction_se_by_hand_with_init_variance(tmp_path):
     c = Components(5, 3, False, var_init=4e-4, var_stream=None, var_residual=4e-5)
     terms = {t.term: t for t in factorial_effects(one_seed, c).terms}
     assert terms["qkv-bias x tied"].se == pytest.approx(math.sqrt(3 * (4e-4 + 4e-5) + 4e-4 + 4e-5 / 3))
+
+
+def test_interaction_df_is_satterthwaites_from_the_components_covariance():
+    """SE² = a_i v_i + a_t v_t with estimated components: df = floor(2 SE⁴ / w'Σw), w = (a_i, a_t), Σ the REML
+    covariance of (v_i, v_t); with a well-determined init component the df stays the residual df."""
+    from noisefloor.stats.components import Components
+    from noisefloor.stats.factorial import factorial_effects
+    from noisefloor.stats.table import results_from_text
+
+    cells = results_from_text(_init_changing_study(np.random.default_rng(1)), "sim.csv").cells
+    one_seed = cells[cells["init_seed"] == 1]
+    weights = np.array([4.0, 3.0 + 1.0 / 3.0])  # from the by-hand variance above
+    variance = weights @ [4e-4, 4e-5]
+    for var_init_variance, expected in ((3e-7, None), (1e-14, "residual")):
+        covariance = ((var_init_variance, 0.0), (0.0, 1e-12))
+        c = Components(5, 3, False, var_init=4e-4, var_stream=None, var_residual=4e-5, covariance=covariance)
+        fitted = factorial_effects(one_seed, c)
+        term = {t.term: t for t in fitted.terms}["qkv-bias x tied"]
+        satterthwaite = math.floor(2 * variance**2 / (weights @ np.array(covariance) @ weights))
+        if expected == "residual":
+            assert satterthwaite > fitted.df_resid and term.df == fitted.df_resid
+        else:
+            assert 1 <= satterthwaite < fitted.df_resid and term.df == satterthwaite

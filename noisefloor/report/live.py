@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from noisefloor.rundir import RunDir, last_training_line
+from noisefloor.rundir import RunDir
 
 
 class SweepView:
@@ -108,7 +108,7 @@ class SweepView:
         for run_id, status in self.status.items():
             if status != "running" and not (status == "queued" and run_id in self.slurm):
                 continue
-            line = last_training_line(RunDir(self.runs_dir / run_id).metrics) or {}
+            line = RunDir(self.runs_dir / run_id).last_training_line() or {}
             step = f"{line.get('step', 0)}/{self.steps.get(run_id, '?')}"
             loss = f"{line['loss']:.4f}" if "loss" in line else "-"
             speed = f"{line['tokens_per_s']:,.0f}" if "tokens_per_s" in line else "-"

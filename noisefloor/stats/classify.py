@@ -61,9 +61,9 @@ from noisefloor.stats.floors import (
     prediction_half_width,
 )
 from noisefloor.stats.table import BASELINE, NO_RESEED, Results, read_results
+from noisefloor.stats.tests import NOISE, SIGNAL, UNDECIDED
 
 SCHEMA = "noisefloor.classify/1"
-SIGNAL, NOISE, UNDECIDED = "signal", "noise", "undecided"
 SDS = 3.0
 ALPHA = tests.ALPHA
 
@@ -201,11 +201,7 @@ class Verdict:
     @property
     def decision(self) -> str:
         """signal: Holm-adjusted p < alpha; noise: the (1 - 2 alpha) CI inside ±margin; else undecided."""
-        if self.p_holm is not None and self.p_holm < self.alpha:
-            return SIGNAL
-        if self.margin is not None and self.margin_for_noise is not None and self.margin_for_noise < self.margin:
-            return NOISE
-        return UNDECIDED
+        return tests.decide(self.p_holm, self.ci, self.alpha, self.margin)
 
     @property
     def decision_direction(self) -> str | None:
@@ -620,12 +616,8 @@ def _compare(verdict: Verdict, used: list, keys: list, refs: dict, ctx: _Baselin
 
 
 def _holm(verdicts: list[Verdict]) -> list[Verdict]:
-    tested = [i for i, v in enumerate(verdicts) if v.primary is not None]
-    adjusted = tests.holm([verdicts[i].primary.pvalue for i in tested])
-    out = list(verdicts)
-    for i, p in zip(tested, adjusted):
-        out[i] = replace(out[i], p_holm=p)
-    return out
+    adjusted = tests.holm_where_tested([v.primary.pvalue if v.primary is not None else None for v in verdicts])
+    return [replace(v, p_holm=p) for v, p in zip(verdicts, adjusted)]
 
 
 def _notes(results: Results, floors, verdicts, margin: float | None, pooled: PooledSD | None) -> list[Note]:

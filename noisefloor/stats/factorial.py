@@ -68,10 +68,9 @@ import pandas as pd
 from noisefloor.stats.components import Components
 from noisefloor.stats.design import Design, recognise
 from noisefloor.stats.table import BASELINE
-from noisefloor.stats.tests import ALPHA, holm, t_ppf, t_sf
+from noisefloor.stats.tests import ALPHA, SIGNAL, TestResult, decide, holm_where_tested, t_test
 
 SEP = "+"
-ADDITIVITY_ALPHA = 0.05  # an interaction's p-value at or above it reads as the effects adding up
 
 
 class Reading(Enum):
@@ -79,7 +78,7 @@ class Reading(Enum):
 
     LOWERS_LOSS = "lowers"  # main effects
     RAISES_LOSS = "raises"
-    ADDS_UP = "adds-up"  # interactions: p >= ADDITIVITY_ALPHA
+    ADDS_UP = "adds-up"  # interactions not decided signal
     HIGHER_THAN_ADDED = "higher"  # the combination's loss is above the sum of the single effects
     LOWER_THAN_ADDED = "lower"
     NO_INIT_TEST = "no-init-test"  # an init-changing interaction without runs at >= 2 init seeds
@@ -97,7 +96,6 @@ class Term:
     estimate: float
     se: float | None
     p_value: float | None
-    ci95: tuple[float, float] | None
     changes_init: bool = False  # a term with an intervention whose runs start from other initial weights (design
     # fit: a term made of such interventions alone, the only ones whose estimate carries init-seed variance)
     df: int | None = None  # degrees of freedom of the SE
@@ -107,21 +105,21 @@ class Term:
     margin: float | None = None
 
     @property
+    def test(self) -> TestResult | None:
+        return None if self.p_value is None else t_test("factorial", self.estimate, self.se, self.df)
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        return None if self.test is None else self.test.confidence_interval(0.95)
+
+    @property
     def ci(self) -> tuple[float, float] | None:
         """(1 - 2 alpha) interval: inside ±margin is equivalence at alpha (TOST), as for single interventions."""
-        if self.se is None or not self.df:
-            return None
-        half = t_ppf(1.0 - self.alpha, self.df) * self.se
-        return (self.estimate - half, self.estimate + half)
+        return None if self.test is None else self.test.confidence_interval(1.0 - 2.0 * self.alpha)
 
     @property
     def decision(self) -> str:
-        if self.p_holm is not None and self.p_holm < self.alpha:
-            return "signal"
-        ci = self.ci
-        if self.margin is not None and ci is not None and max(abs(ci[0]), abs(ci[1])) < self.margin:
-            return "noise"
-        return "undecided"
+        return decide(self.p_holm, self.ci, self.alpha, self.margin)
 
     @property
     def reading(self) -> Reading:
@@ -129,7 +127,7 @@ class Term:
             return Reading.LOWERS_LOSS if self.estimate < 0 else Reading.RAISES_LOSS
         if self.p_value is None:
             return Reading.NO_INIT_TEST if self.changes_init else Reading.NO_RESIDUAL_DF
-        if self.p_value >= ADDITIVITY_ALPHA:
+        if self.decision != SIGNAL:  # the reading never claims more than the decision (Holm, alpha)
             return Reading.ADDS_UP
         return Reading.HIGHER_THAN_ADDED if self.estimate > 0 else Reading.LOWER_THAN_ADDED
 
@@ -199,11 +197,9 @@ def factorial_effects(cells: pd.DataFrame, components: Components | None = None,
         return None
     factors = tuple(dict.fromkeys(p for name in combos for p in parts(name)))
     fitted = _design_effects(cells, factors, components) or _combination_effects(cells, factors, components, combos)
-    tested = [i for i, t in enumerate(fitted.terms) if t.p_value is not None]
-    terms = [replace(t, alpha=alpha, margin=margin) for t in fitted.terms]
-    for i, p in zip(tested, holm([terms[i].p_value for i in tested])):
-        terms[i] = replace(terms[i], p_holm=p)
-    return replace(fitted, terms=tuple(terms))
+    adjusted = holm_where_tested([t.p_value for t in fitted.terms])
+    terms = tuple(replace(t, alpha=alpha, margin=margin, p_holm=p) for t, p in zip(fitted.terms, adjusted))
+    return replace(fitted, terms=terms)
 
 
 def _combination_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: Components | None,
@@ -244,10 +240,10 @@ def _combination_effects(cells: pd.DataFrame, factors: tuple[str, ...], componen
         estimate = float(params[i])
         changes_init = bool(set(name.split(" x ")) & init_changers)
         if dfs[i] > 0 and np.isfinite(se[i]) and se[i] > 0:
-            p_value, ci95 = _t_test(estimate, float(se[i]), int(dfs[i]))
-            terms.append(Term(name, kind, estimate, float(se[i]), p_value, ci95, changes_init, int(dfs[i])))
+            p_value = t_test("factorial", estimate, float(se[i]), int(dfs[i])).pvalue
+            terms.append(Term(name, kind, estimate, float(se[i]), p_value, changes_init, int(dfs[i])))
         else:
-            terms.append(Term(name, kind, estimate, None, None, None, changes_init))
+            terms.append(Term(name, kind, estimate, None, None, changes_init))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), tuple(dropped), bool(new_init.any()))
 
 
@@ -303,10 +299,10 @@ def _design_effects(cells: pd.DataFrame, factors: tuple[str, ...], components: C
             term_df = len(blocks) - 1
             error = per_seed.std(ddof=1) / np.sqrt(len(blocks)) if term_df > 0 else np.nan
         if term_df > 0 and np.isfinite(error) and error > 0:
-            p_value, ci95 = _t_test(float(estimate), float(error), term_df)
-            terms.append(Term(name, kind, float(estimate), float(error), p_value, ci95, changes_init, term_df, names))
+            p_value = t_test("factorial", float(estimate), float(error), term_df).pvalue
+            terms.append(Term(name, kind, float(estimate), float(error), p_value, changes_init, term_df, names))
         else:
-            terms.append(Term(name, kind, float(estimate), None, None, None, changes_init, None, names))
+            terms.append(Term(name, kind, float(estimate), None, None, changes_init, None, names))
     return Factorial(factors, len(used), df_resid, blocks, tuple(terms), (), False, design, int((~keep).sum()),
                      tuple(f for f in factors if f in init_changers))
 
@@ -405,7 +401,3 @@ def _se_with_init_variance(x: np.ndarray, used: pd.DataFrame, new_init: np.ndarr
         dfs = np.where(np.isfinite(satterthwaite) & (spread > 0), np.clip(satterthwaite, 1, df_resid), df_resid)
     return np.sqrt(variance), dfs.astype(int)
 
-
-def _t_test(estimate: float, se: float, df: int) -> tuple[float, tuple[float, float]]:
-    half = t_ppf(0.975, df) * se
-    return 2.0 * t_sf(abs(estimate / se), df), (estimate - half, estimate + half)

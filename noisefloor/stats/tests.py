@@ -16,6 +16,7 @@ import numpy as np
 from scipy import special
 
 ALPHA = 0.05
+SIGNAL, NOISE, UNDECIDED = "signal", "noise", "undecided"
 POWER = 0.80
 MAX_SEEDS = 1_000_000
 RELATIVE_NOISE = 1e-10
@@ -96,7 +97,7 @@ def welch(intervention: Sequence[float], floor: Sequence[float]) -> TestResult:
         return TestResult("welch", None, None, None, Undefined.NO_SPREAD)
     a, b = (_variance(v) / len(v) for v in (intervention, floor))
     df = (a + b) ** 2 / (a * a / (len(intervention) - 1) + b * b / (len(floor) - 1))
-    return _t_test("welch", _mean(intervention) - _mean(floor), math.sqrt(a + b), df)
+    return t_test("welch", _mean(intervention) - _mean(floor), math.sqrt(a + b), df)
 
 
 def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResult:
@@ -105,10 +106,11 @@ def paired(intervention: Sequence[float], baseline: Sequence[float]) -> TestResu
     if not _spread(differences, max(abs(v) for v in [*intervention, *baseline])):
         return TestResult("paired", None, None, None, Undefined.EQUAL_DIFFERENCES)
     n = len(differences)
-    return _t_test("paired", _mean(differences), math.sqrt(_variance(differences) / n), n - 1)
+    return t_test("paired", _mean(differences), math.sqrt(_variance(differences) / n), n - 1)
 
 
-def _t_test(name: str, estimate: float, se: float, df: float) -> TestResult:
+def t_test(name: str, estimate: float, se: float, df: float) -> TestResult:
+    """estimate / se against Student's t with df degrees of freedom, two-sided."""
     statistic = estimate / se
     return TestResult(name, statistic, float(df), 2.0 * t_sf(abs(statistic), df), None, estimate, se)
 
@@ -129,6 +131,25 @@ def prediction(delta: float, sd: float, df: int, factor: float) -> TestResult:
         return TestResult("prediction", None, df, None, Undefined.FLOOR_WITHOUT_SPREAD)
     statistic = delta / (sd * factor)
     return TestResult("prediction", statistic, df, 2.0 * t_sf(abs(statistic), df), None, delta, sd * factor)
+
+
+def decide(p_holm: float | None, interval: Sequence[float] | None, alpha: float, margin: float | None) -> str:
+    """The decision on an effect: signal when its Holm-adjusted p < alpha; noise only when its (1 - 2 alpha) interval
+    lies inside ±margin (equivalence by TOST at alpha); else undecided. Single interventions and factorial terms alike."""
+    if p_holm is not None and p_holm < alpha:
+        return SIGNAL
+    if margin is not None and interval is not None and max(abs(interval[0]), abs(interval[1])) < margin:
+        return NOISE
+    return UNDECIDED
+
+
+def holm_where_tested(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm over the effects that have a p-value; None stays None (an untested effect is not in the family)."""
+    tested = [i for i, p in enumerate(p_values) if p is not None]
+    out: list[float | None] = [None] * len(p_values)
+    for i, adjusted in zip(tested, holm([p_values[i] for i in tested])):
+        out[i] = adjusted
+    return out
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
