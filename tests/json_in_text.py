@@ -3,7 +3,8 @@
 - null and true/false: not looked for (the text says them as words: "–", "IDENTICAL", "done").
 - a number: some number printed in the text, read at the precision it is printed with, is the value: |value −
   printed| ≤ half a unit of the printed number's last digit (its last significant digit in scientific notation;
-  a percentage read as a fraction; thousands separators ignored). A p-value below 1e-6 may read "<1e-6", an
+  a percentage read as a fraction; thousands separators ignored), and within CLOSE (20%) of the value: a
+  coarse number ("0 failed", "5 runs") shows itself, not every value within half a unit of it. A p-value below 1e-6 may read "<1e-6", an
   e-value above 1e6 ">1e6".
 - a string without spaces (a name, a run id, a digest, a path): verbatim in the text, so never cut or wrapped.
 - a sentence: each of its words verbatim in the text (a table may wrap a sentence between words, never in one).
@@ -16,6 +17,7 @@ import re
 from decimal import Decimal
 from typing import Any, Iterator
 
+CLOSE = 0.2
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?%?")
 
 
@@ -52,7 +54,7 @@ def _shown(value: Any, text: str, numbers: list[tuple[float, float]]) -> bool:
         return all(word in text for word in value.split()) if " " in value.strip() else value in text
     if value < 1e-6 and value >= 0 and "<1e-6" in text or value > 1e6 and ">1e6" in text:
         return True
-    return any(abs(value - shown) <= half for shown, half in numbers)
+    return any(abs(value - shown) <= min(half, CLOSE * abs(value)) for shown, half in numbers)
 
 
 def missing_from_text(data: Any, text: str, exempt: tuple[str, ...] = ()) -> list[tuple[str, Any]]:

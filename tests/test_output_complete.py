@@ -114,3 +114,11 @@ def test_train_and_eval_print_every_value_of_their_json(tmp_path, capsys, micro_
     assert missing_from_text(RunDir(run).read_result(), text) == []
     data, text = json_and_text(capsys, "eval", run)
     assert missing_from_text(data, text) == []
+
+
+def test_the_rule_finds_a_wrong_number_even_beside_coarse_ones():
+    """A bare integer in the text ("0 failed") must not pass for a p-value or delta near it."""
+    text = "3 runs: 0 failed   p = 0.0208   delta -0.0093"
+    assert missing_from_text({"p": 0.0208, "delta": -0.0093, "runs": 3}, text) == []
+    wrong = {"p": 0.0308, "delta": -0.0193, "share": 0.3}
+    assert missing_from_text(wrong, text) == [(".p", 0.0308), (".delta", -0.0193), (".share", 0.3)]
