@@ -27,7 +27,8 @@ from noisefloor.rundir import RunDir, SweepDir, default_run_dir, demo_sweep
 
 Handler = Callable[[argparse.Namespace], int]
 # --help lists the commands in the order a newcomer uses them
-DEFAULT_ALPHA = 0.05  # stats.tests.ALPHA; not imported from there, which would load scipy for every command
+# stats.tests.ALPHA and POWER (a test keeps them equal); not imported from there, which would load scipy for every command
+DEFAULT_ALPHA, DEFAULT_POWER = 0.05, 0.8
 ORDER = ("demo", "init", "train", "eval", "export", "smoke", "design", "sweep", "reseed", "status", "classify", "plan", "report",
          "verify-identical", "diverge", "doctor")
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Handler]] = []
@@ -389,13 +390,13 @@ def _study_plan(kind: str, args: argparse.Namespace):
     if until_decided:
         from noisefloor.sweep.until_decided import study_seeds  # sweep/: only for the commands that sweep
 
-        study_seeds(resolved.plan, args.max_seeds)  # a mistake is one line before anything is planned or trained
+        seeds = study_seeds(resolved.plan, args.max_seeds)  # a mistake is one line before anything is planned or trained
     if args.dry_run:
         _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
         if until_decided:
             from noisefloor.sweep.rounds import seed_sequence  # as above
 
-            sequence = seed_sequence(study_seeds(resolved.plan, args.max_seeds), args.max_seeds)
+            sequence = seed_sequence(seeds, args.max_seeds)
             print(f"then, until decided: init seeds {', '.join(map(str, sequence))} (at most {args.max_seeds} "
                   "per intervention), one more per round to each undecided intervention and the baseline")
         return 0
@@ -644,14 +645,10 @@ def _decision_arguments(parser: argparse.ArgumentParser, alpha: float | None = D
 
 
 def _margin(args: argparse.Namespace) -> float | None:
-    """--margin, else the margin of the study file beside the results (read only when there is one: classify starts fast)."""
-    source = Path(args.source)
-    folder = source if source.is_dir() else source.parent
-    if args.margin is not None or not SweepDir(folder).study.is_file():
-        return args.margin
-    from noisefloor.sweep.study import study_margin  # sweep/ (and what it loads): only when a study file is there
+    """--margin, else the margin of the study file beside the results."""
+    from noisefloor.sweep.study import study_margin  # sweep/: only for the commands that read a study
 
-    return study_margin(source, args.margin)
+    return study_margin(args.source, args.margin)
 
 
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -687,8 +684,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     _source_argument(parser)
     parser.add_argument("--effect", type=_positive_number, required=True, metavar="NATS",
                         help="the smallest effect on test loss you want to detect, in nats/token (e.g. 0.01)")
-    parser.add_argument("--alpha", type=_alpha, default=0.05, help="two-sided test level (default 0.05)")
-    parser.add_argument("--power", type=_alpha_power, default=0.8, help="power to reach (default 0.8)")
+    parser.add_argument("--alpha", type=_alpha, default=DEFAULT_ALPHA, help=f"two-sided test level (default {DEFAULT_ALPHA})")
+    parser.add_argument("--power", type=_alpha_power, default=DEFAULT_POWER, help=f"power to reach (default {DEFAULT_POWER})")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 

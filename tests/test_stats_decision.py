@@ -149,3 +149,12 @@ def test_e_value_in_classify():
     assert v.e_value == pytest.approx(by_hand, rel=1e-9) and v.e_value >= 20 and v.anytime_signal
     (v,) = analysed(study(rng, [0.0], paired=False)).verdicts
     assert v.e_value is not None and v.e_value < 20 and v.anytime_signal is False
+
+
+def test_the_cli_defaults_are_the_statistics_defaults():
+    """The CLI states alpha and power without importing scipy; classify, report, plan and sweep must still
+    default to the levels the statistics (and their calibration tests) use."""
+    from noisefloor import cli
+    from noisefloor.stats import tests
+
+    assert (cli.DEFAULT_ALPHA, cli.DEFAULT_POWER) == (tests.ALPHA, tests.POWER)

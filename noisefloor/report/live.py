@@ -14,7 +14,7 @@ class SweepView:
     with the plan, so a sweep refused before training prints only its error line.
     Without a terminal (a log file) nothing redraws: a line per finished run, then one summary line."""
 
-    def __init__(self, runs_dir: Path, console=None):
+    def __init__(self, runs_dir: Path, console):
         self.runs_dir = runs_dir
         self.console = console
         self.total = 0
@@ -31,11 +31,9 @@ class SweepView:
         return self
 
     def _start(self) -> None:
-        from rich.console import Console  # rich: a --quiet sweep never loads it
-        from rich.live import Live
+        from rich.live import Live  # rich: a --quiet sweep never loads it
 
         self.started = True
-        self.console = self.console or Console(stderr=True)
         if not self.console.is_terminal:  # a log: no frames; a line per finished run and the summary at the end
             return
         self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)

@@ -276,7 +276,7 @@ def _factorial(a: Analysis) -> Table | None:
         return None
     rows = tuple(
         (" = ".join((t.term, *t.aliases)), t.kind, signed(t.estimate), spread(t.se), interval(t.ci95), pvalue(t.p_value),
-         pvalue(t.p_holm), outcome_css(t.decision, t.decision, None), words.term_reading(t))
+         pvalue(t.p_holm), outcome_css(t.decision, t.decision, "better" if t.estimate < 0 else "worse"), words.term_reading(t))
         for t in f.terms
     ) + tuple((term, "not estimable", "–", "–", "–", "–", "–", "–", words.NOT_ESTIMABLE[why])
               for term, why in f.not_estimable)

@@ -307,19 +307,10 @@ def default_jobs(plan: Plan) -> int:
     return max(1, (os.cpu_count() or 1) // max(threads)) if threads else 1
 
 
-def parameter_count(config: RunConfig) -> int:
-    """Parameters of the GPT model a config builds (torch-free; for the time estimate)."""
-    m = config.model
-    e, bias = m.emb_dim, 3 * m.emb_dim if m.qkv_bias else 0
-    block = 3 * e * e + bias + (e * e + e) + (e * 4 * e + 4 * e) + (4 * e * e + e) + 4 * e
-    head = 0 if m.tie_weights else m.vocab_size * e
-    return m.vocab_size * e + m.context_length * e + m.n_layers * block + 2 * e + head
-
-
 def estimate_seconds(config: RunConfig) -> float:
     """A rough CPU estimate: 6 FLOPs per parameter per token trained, plus the per-run overhead."""
     tokens = config.train.steps * config.tokens_per_step
-    return RUN_OVERHEAD_S + 6 * parameter_count(config) * tokens / (CPU_FLOPS_PER_THREAD * config.train.threads)
+    return RUN_OVERHEAD_S + 6 * config_module.parameter_count(config.model) * tokens / (CPU_FLOPS_PER_THREAD * config.train.threads)
 
 
 @dataclass

@@ -134,7 +134,7 @@ def _standing(name: str, seeds: frozenset[int], verdict, margin: float | None) -
 
 def _at_seed(run: PlannedRun, init_seed: int) -> PlannedRun:
     if isinstance(run.config, RunConfig):
-        config = run.config.replace(train={"init_seed": init_seed})
+        config = run.config.with_seeds(init_seed, run.config.train.train_seed)
     else:
         config = dataclasses.replace(run.config, init_seed=init_seed)
     return PlannedRun(run.intervention, init_seed, run.train_seed, config)
