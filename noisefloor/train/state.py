@@ -112,13 +112,15 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def checkpoint_digests(model_tensors: dict[str, torch.Tensor], state_tensors: dict[str, torch.Tensor],
-                        metadata: str) -> dict[str, str]:
-    return {"model": state_digest(model_tensors).hexdigest(), "state": state_digest(state_tensors).hexdigest(),
+                        metadata: str, model_digest: TensorDigest | None = None) -> dict[str, str]:
+    """`model_digest`: the weights' digest when the caller has it already (a digest step that is also a checkpoint)."""
+    return {"model": (model_digest or state_digest(model_tensors)).hexdigest(), "state": state_digest(state_tensors).hexdigest(),
             "metadata": "sha256:" + hashlib.sha256(metadata.encode()).hexdigest()}
 
 
 def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Tensor],
-                     state_tensors: dict[str, torch.Tensor], state_json: dict[str, Any], keep: int) -> Path:
+                     state_tensors: dict[str, torch.Tensor], state_json: dict[str, Any], keep: int,
+                     model_digest: TensorDigest | None = None) -> Path:
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{CHECKPOINT_PREFIX}{step:07d}"
@@ -133,7 +135,7 @@ def write_checkpoint(run_dir: Path, step: int, model_tensors: dict[str, torch.Te
         save_tensors(tmp / "model.safetensors", model_tensors)
         save_tensors(tmp / "state.safetensors", state_tensors, metadata=state_json)
         metadata = json.dumps(state_json, sort_keys=True)  # exactly the string save_tensors stored
-        atomic.write_json(tmp / DIGEST_FILE, checkpoint_digests(model_tensors, state_tensors, metadata))
+        atomic.write_json(tmp / DIGEST_FILE, checkpoint_digests(model_tensors, state_tensors, metadata, model_digest))
     except OSError:  # a full disk: give back the space the partial checkpoint took
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -255,7 +255,7 @@ class Trainer:
                 if self.main:
                     notice(f"{exc}; falling back to {folders[position - 1].name}")
 
-    def _checkpoint(self, step: int, train_seconds: float) -> None:
+    def _checkpoint(self, step: int, train_seconds: float, model_digest: TensorDigest | None = None) -> None:
         rng_values, rng_tensors = distributed.rng_of_all_ranks(*determinism.capture_rng(), self.ranks)
         if self.main:
             optim_tensors, groups = state.optimizer_tensors(self.optimizer, self.param_names)
@@ -268,15 +268,17 @@ class Trainer:
                 "rng": rng_values,
             }
             state.write_checkpoint(self.run.path, step, export_state(self.raw_model), {**optim_tensors, **rng_tensors},
-                                   saved, self.config.train.keep_checkpoints)
+                                   saved, self.config.train.keep_checkpoints, model_digest)
         distributed.barrier(self.ranks)
 
-    def _record_digest(self, handle, step: int, digest: TensorDigest | None = None) -> None:
+    def _record_digest(self, handle, step: int, digest: TensorDigest | None = None) -> TensorDigest | None:
+        """Write the weights' digest at `step` (rank 0) and return it, for a checkpoint at the same step."""
         if not self.main:
-            return
+            return None
         digest = digest or state.state_digest(export_state(self.raw_model))
         write_line(handle, {"step": step, "digest": digest.hexdigest(), "tensors": digest.tensor_digests})
         handle.flush()
+        return digest
 
     def _train_step(self, step: int) -> tuple[float, float, float]:
         """One optimizer step; returns (mean loss over every rank's windows, pre-clip gradient norm, learning rate)."""
@@ -345,10 +347,11 @@ class Trainer:
                     write_line(metrics, {"step": done, "val_loss": val_loss})
                     record["val_loss"] = val_loss
                 metrics.flush()
+                weights_digest = None  # hashed once when a digest step is also a checkpoint
                 if t.digest_interval and done % t.digest_interval == 0 and done != t.steps:
-                    self._record_digest(digests, done)
+                    weights_digest = self._record_digest(digests, done)
                 if t.checkpoint_interval and done % t.checkpoint_interval == 0 and done != t.steps:
-                    self._checkpoint(done, train_seconds)
+                    self._checkpoint(done, train_seconds, weights_digest)
                 self.progress({"event": "step", "steps": t.steps, **record})
 
             val_loss = evaluate(self.data.val)
