@@ -182,7 +182,10 @@ def _run_plan(store: SweepStore, merged: Plan, options: SweepOptions, observer: 
             observer(event)
 
         executor.run(tasks, on_event, tick)
-    records = store.write_results(merged)
+    # a done run was verified (its weights hashed) when the sweep started or when it finished: only the others can
+    # have changed since (a run another process was training, one whose worker died)
+    records = [r if r.status == "done" else store.record(r.planned) for r in records]
+    store.write_csv(records)
     summary = SweepSummary(store.path, records, [r.run_id for r in todo], running)
     observer({"event": "done", "summary": summary})
     return summary
