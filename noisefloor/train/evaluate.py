@@ -111,7 +111,6 @@ def export(target: str, to: str, out: str | None = None, config_path: str | None
     destination = Path(out) if out else weights.with_name(f"{weights.stem}.{to}.safetensors")
     if destination.resolve() == weights.resolve():
         raise UserError(f"--out {destination}: that is the file being exported; choose another name")
-    model = build_model(config.model, config.train.init_seed)
-    load_state(model, load_tensors(weights), str(weights))
+    model = load_model(config, weights, torch.device("cpu"))  # the same dtype check as eval
     save_tensors(destination, book_state(model))
     return destination
