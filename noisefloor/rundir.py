@@ -146,11 +146,14 @@ class RunDir:
     def read_reported_result(self) -> tuple[dict[str, Any] | None, str | None]:
         """What a user's --command program wrote to result.json: (it, None), or (None, what is wrong with it)."""
         try:
-            reported = json.loads(self.result.read_text())
+            reported = json.loads(read_run_text(self.result))  # a FIFO or a huge file is refused, not read
         except FileNotFoundError:
             return None, f"wrote no {self.result.name} (it must hold a test_loss)"
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return None, f"{self.result.name} is not valid JSON ({exc})"
+        except UserError as exc:
+            return None, str(exc)
+        except (ValueError, RecursionError) as exc:  # bad JSON, huge integers, deep nesting
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+            return None, f"{self.result.name} is not valid JSON ({problem})"
         loss = reported.get("test_loss") if isinstance(reported, dict) else None
         if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
             return None, f"{self.result.name} has no finite test_loss (got {loss!r})"

@@ -172,3 +172,15 @@ def test_killing_the_runner_stops_the_commands_it_started(tmp_path):
     while _alive(sleeper) and time.time() < deadline:
         time.sleep(0.05)
     assert not _alive(sleeper), "a command outlived the runner that started it"
+
+
+@pytest.mark.parametrize("written", ["[" * 100_000, '{"test_loss": ' + "9" * 5000 + "}"], ids=["deep", "huge-int"])
+def test_a_result_json_that_breaks_the_parser_is_one_clear_reason(tmp_path, written):
+    """A program's result.json nested too deeply or holding a huge integer is a failed run with a reason, not a
+    crash of the worker with a generic error."""
+    from noisefloor.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.result.write_text(written)
+    reported, problem = run.read_reported_result()
+    assert reported is None and problem.startswith("result.json is not valid JSON (")
