@@ -378,7 +378,8 @@ def _print_dry_run(resolved, jobs: int) -> None:
 
 
 def _study_plan(kind: str, args: argparse.Namespace):
-    from noisefloor.sweep.study import Request, default_jobs, resolve  # sweep/: only for the commands that sweep
+    from noisefloor.sweep.spec import cpu_jobs  # sweep/: only for the commands that sweep
+    from noisefloor.sweep.study import Request, resolve
 
     request = Request(kind, args.out, args.config, args.overrides, args.interventions, args.argument_sets,
                       args.user_command, args.init_seeds, args.train_seeds)
@@ -392,7 +393,7 @@ def _study_plan(kind: str, args: argparse.Namespace):
 
         seeds = study_seeds(resolved.plan, args.max_seeds)  # a mistake is one line before anything is planned or trained
     if args.dry_run:
-        _print_dry_run(resolved, args.jobs or default_jobs(resolved.plan))
+        _print_dry_run(resolved, args.jobs or cpu_jobs(resolved.plan))
         if until_decided:
             from noisefloor.sweep.rounds import seed_sequence  # as above
 
@@ -498,9 +499,10 @@ def _sweep(args: argparse.Namespace) -> int:
             raise UserError("--until-decided waits for each round to decide the next; drop --detach")
     if args.spec:
         if args.dry_run:
-            from noisefloor.sweep.study import Resolved, default_jobs  # sweep/: only for the commands that sweep
+            from noisefloor.sweep.spec import cpu_jobs  # sweep/: only for the commands that sweep
+            from noisefloor.sweep.study import Resolved
 
-            _print_dry_run(Resolved(plan, Path(out), None), args.jobs or default_jobs(plan))
+            _print_dry_run(Resolved(plan, Path(out), None), args.jobs or cpu_jobs(plan))
             return 0
         return _run_plan(plan, out, args)
     return _study_plan("sweep", args)

@@ -14,7 +14,7 @@ from noisefloor.errors import UserError
 from noisefloor.rundir import RunDir
 from noisefloor.sweep import slurm
 from noisefloor.sweep.executors import LocalExecutor, SlurmExecutor
-from noisefloor.sweep.spec import CommandRun, Plan
+from noisefloor.sweep.spec import CommandRun, Plan, cpu_jobs
 from noisefloor.sweep.store import RunRecord, SweepStore
 
 
@@ -102,7 +102,7 @@ def default_jobs(plan: Plan) -> tuple[int, list[str] | None]:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = [g.strip() for g in visible.split(",")] if visible else [str(i) for i in range(torch.cuda.device_count())]
         return len(gpus), gpus
-    return max(1, (os.cpu_count() or 1) // _threads(plan.runs)), None
+    return cpu_jobs(plan), None
 
 
 def run_sweep(plan: Plan, out: str | Path, options: SweepOptions,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import string
 import tomllib
@@ -229,3 +230,10 @@ def from_file(path: str | Path) -> Plan:
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
     return plan
+
+
+def cpu_jobs(plan: Plan) -> int:
+    """Runs at once on this machine's cores at the configs' thread count (torch-free); one at a time when the plan
+    holds only user commands, whose program may use every core itself."""
+    threads = [run.config.train.threads for run in plan.runs if isinstance(run.config, RunConfig)]
+    return max(1, (os.cpu_count() or 1) // max(threads)) if threads else 1

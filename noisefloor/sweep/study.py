@@ -28,7 +28,6 @@ baseline unless --interventions names more.
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,12 +298,6 @@ def resolve(request: Request) -> Resolved:
 
 
 # ---------------------------------------------------------------- --dry-run
-
-
-def default_jobs(plan: Plan) -> int:
-    """The local executor's default on CPU, without importing torch: cores / threads, one at a time for commands."""
-    threads = [run.config.train.threads for run in plan.runs if isinstance(run.config, RunConfig)]
-    return max(1, (os.cpu_count() or 1) // max(threads)) if threads else 1
 
 
 def estimate_seconds(config: RunConfig) -> float:
