@@ -101,9 +101,10 @@ def notes(items) -> list[str]:
     return [note(n) for n in items]
 
 
-def analysis_notes(analysis: Analysis) -> list[str]:
-    """The analysis-wide notes in words, including why variance components are missing."""
-    out = notes(analysis.notes)
+def analysis_notes(analysis: Analysis, failures: bool = True) -> list[str]:
+    """The analysis-wide notes in words, including why variance components are missing; failures=False leaves
+    out the failure notes (the banner every rendering shows first says them)."""
+    out = notes(n for n in analysis.notes if failures or not n.failure)
     if analysis.components is None and analysis.components_missing:
         out.append(components_missing(analysis.components_missing))
     return out
@@ -115,8 +116,7 @@ def failure_notes(analysis: Analysis) -> list[str]:
 
 
 def other_notes(analysis: Analysis) -> list[str]:
-    banner = set(failure_notes(analysis))
-    return [n for n in analysis_notes(analysis) if n not in banner]
+    return analysis_notes(analysis, failures=False)
 
 
 def floor_reason(reason: FloorReason | None) -> str:
