@@ -21,8 +21,6 @@ Importing this module does not import torch; `init` and `train` do.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 _init_seed: int | None = None
@@ -37,20 +35,12 @@ def init(init_seed: int, deterministic: bool = True) -> None:
     If you torch.compile, call torch.use_deterministic_algorithms(True) yourself as well
     (it also sets the compiler's flag, at the cost of importing the compiler).
     """
-    # torch (here and through train/) is imported here, not at the top, so `import noisefloor.seeding` stays cheap
-    import torch
-
+    # torch (through train/) is imported here, not at the top, so `import noisefloor.seeding` stays cheap
     from noisefloor.train import determinism
 
     global _init_seed
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", determinism.CUBLAS_WORKSPACE)
-        if "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
-            torch.use_deterministic_algorithms(True)
-        else:  # the public call imports the whole compiler stack (seconds per run) only to set inductor's flag
-            torch._C._set_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        determinism.deterministic_kernels(without_compiler=True)
     determinism.seed_everything(init_seed)
     _init_seed = init_seed
 

@@ -46,12 +46,25 @@ def data_seed(init_seed: int, train_seed: int | None) -> int:
     return derive_seed("data", "train" if train_seed is not None else "init", train_seed if train_seed is not None else init_seed)
 
 
-def enable_deterministic_mode(threads: int) -> None:
-    """Everything that makes a run repeatable on the same stack. Call before any CUDA work."""
+def deterministic_kernels(without_compiler: bool = False) -> None:
+    """Deterministic kernels: cuBLAS's workspace (set before any CUDA work), deterministic algorithms (an op
+    without one raises, not warns: fused SDPA backward must not slip through), cuDNN without autotuning.
+
+    `without_compiler`: set torch's flag without the public call, which imports the compiler (seconds) only to
+    set inductor's flag as well; for a user's script through seeding.init (one that compiles calls
+    torch.use_deterministic_algorithms itself). Once the compiler is loaded, the public call costs nothing."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(True)  # not warn_only: fused SDPA backward must not slip through
+    if without_compiler and "torch._inductor" not in sys.modules and hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(True, warn_only=False)
+    else:
+        torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def enable_deterministic_mode(threads: int) -> None:
+    """Everything that makes a run repeatable on the same stack. Call before any CUDA work."""
+    deterministic_kernels()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
